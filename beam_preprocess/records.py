@@ -1,0 +1,190 @@
+"""Pure functions that turn raw input records into documents or dead letters.
+
+No Beam here: these run inside the pipeline's DoFns and are tested directly.
+A raw record is either the bytes of one JSONL line or one CSV row already
+split into a dict. Every record ends up as exactly one `Document` or exactly
+one dead letter with a reason; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from doctags_core.config import DataConfig
+from doctags_core.labels import LabelError, parse_labels
+from doctags_core.splits import normalize_split
+
+# Dead-letter reasons, also used as counter names.
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+INVALID_CSV = "invalid_csv"
+MISSING_TEXT = "missing_text"
+MISSING_LABELS = "missing_labels"
+INVALID_LABELS = "invalid_labels"
+MISSING_ID = "missing_id"
+INVALID_SPLIT = "invalid_split"
+REASONS = (
+    INVALID_UTF8,
+    INVALID_JSON,
+    INVALID_CSV,
+    MISSING_TEXT,
+    MISSING_LABELS,
+    INVALID_LABELS,
+    MISSING_ID,
+    INVALID_SPLIT,
+)
+
+_MAX_RECORD_CHARS = 20000  # keep dead-letter files readable on huge bad rows
+
+
+@dataclass(frozen=True)
+class Document:
+    """One valid input document, before cleaning."""
+
+    doc_id: str
+    text: str
+    labels: tuple[str, ...]
+    given_split: str | None
+
+
+class BadRecord(Exception):
+    """Raised by the parsers; carries the dead-letter reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def dead_letter(source: str, reason: str, detail: str, raw) -> dict:
+    """The JSON-serializable dead-letter entry for one bad record."""
+    if isinstance(raw, bytes):
+        record = raw.decode("utf-8", errors="backslashreplace")
+    elif isinstance(raw, dict):
+        record = json.dumps(raw, ensure_ascii=True, default=str)
+    else:
+        record = str(raw)
+    return {
+        "source": source,
+        "reason": reason,
+        "detail": detail,
+        "record": record[:_MAX_RECORD_CHARS],
+    }
+
+
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRecord(INVALID_UTF8, f"byte {e.start}: {e.reason}") from e
+
+
+def _parse_json_object(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadRecord(INVALID_JSON, str(e)) from e
+    if not isinstance(obj, dict):
+        raise BadRecord(INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _text_of(row: dict, cfg: DataConfig) -> str:
+    parts = []
+    for name in cfg.text_fields:
+        value = row.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadRecord(MISSING_TEXT, f"field {name!r} is {type(value).__name__}, not text")
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            raise BadRecord(INVALID_UTF8, f"field {name!r} holds undecodable bytes")
+        if value.strip():
+            parts.append(value)
+    if not parts:
+        raise BadRecord(MISSING_TEXT, f"no text in field(s) {', '.join(cfg.text_fields)}")
+    return "\n".join(parts)
+
+
+def document_from_row(row: dict, cfg: DataConfig) -> Document:
+    """Validates one record's fields and builds a `Document`.
+
+    Raises:
+        BadRecord: with the reason the record cannot be used.
+    """
+    text = _text_of(row, cfg)
+    if cfg.label_field not in row or row[cfg.label_field] is None:
+        raise BadRecord(MISSING_LABELS, f"no field {cfg.label_field!r}")
+    try:
+        labels = parse_labels(row[cfg.label_field], cfg.label_delimiter)
+    except LabelError as e:
+        raise BadRecord(INVALID_LABELS, str(e)) from e
+    if not labels and not cfg.allow_unlabeled:
+        raise BadRecord(MISSING_LABELS, f"field {cfg.label_field!r} holds no label")
+    if cfg.id_field is None:
+        doc_id = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    else:
+        raw_id = row.get(cfg.id_field)
+        if raw_id is None or str(raw_id).strip() == "":
+            raise BadRecord(MISSING_ID, f"no field {cfg.id_field!r}")
+        doc_id = str(raw_id).strip()
+    given_split = None
+    if cfg.split_field is not None and row.get(cfg.split_field) not in (None, ""):
+        given_split = normalize_split(row[cfg.split_field])
+        if given_split is None:
+            raise BadRecord(INVALID_SPLIT, f"unknown split {row[cfg.split_field]!r}")
+    return Document(doc_id, text, tuple(labels), given_split)
+
+
+def iter_csv_rows(binary_stream, source: str):
+    """Yields ``(row_dict, None)`` or ``(None, dead_letter)`` for each CSV row.
+
+    Undecodable bytes are kept as surrogates so that the row can still be
+    split and then dead-lettered with reason ``invalid_utf8`` by the parser.
+    A row whose field count differs from the header's is ``invalid_csv``.
+    """
+    import csv
+    import io
+
+    stream = io.TextIOWrapper(binary_stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    line = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield None, dead_letter(source, INVALID_CSV, f"row after line {line}: {e}", "")
+            return  # the csv module cannot resynchronise after a hard error
+        line = reader.line_num
+        if not fields:
+            continue  # a blank line is not a record in CSV
+        if len(fields) != len(header):
+            detail = f"line {line}: {len(fields)} fields, header has {len(header)}"
+            yield (
+                None,
+                dead_letter(
+                    source, INVALID_CSV, detail, ",".join(fields).encode("utf-8", "surrogateescape")
+                ),
+            )
+            continue
+        yield dict(zip(header, fields)), None
+
+
+def parse_record(raw, cfg: DataConfig) -> Document:
+    """Parses a JSONL line (bytes or str) or a CSV row (dict) into a Document.
+
+    Raises:
+        BadRecord: with the reason the record cannot be used.
+    """
+    if isinstance(raw, dict):
+        return document_from_row(raw, cfg)
+    text = _decode_line(raw) if isinstance(raw, bytes) else raw
+    return document_from_row(_parse_json_object(text), cfg)

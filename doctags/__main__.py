@@ -1,0 +1,5 @@
+import sys
+
+from doctags.cli import main
+
+sys.exit(main())

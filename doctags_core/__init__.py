@@ -1,0 +1,1 @@
+"""Shared core of doctags: config, text cleaning, record schema, labels, metrics."""

@@ -1,0 +1,76 @@
+"""Label parsing and the label vocabulary, shared by every stage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+
+class LabelError(ValueError):
+    """A label value that cannot be read as a list of label names."""
+
+
+def parse_labels(value, delimiter: str = ",") -> list[str]:
+    """Reads a label field into a list of distinct, stripped label names.
+
+    Accepts a list (from JSON), a JSON-list string (``'["a", "b"]'``, common
+    in CSV exports) or a delimited string (``"drama, murder ,violence"``).
+    Blank names are dropped and the first occurrence order is kept.
+
+    Raises:
+        LabelError: if ``value`` is None or of an unsupported type.
+    """
+    if value is None:
+        raise LabelError("missing labels")
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as e:
+                raise LabelError(f"labels look like a JSON list but do not parse: {e}") from e
+        else:
+            value = stripped.split(delimiter)
+    if not isinstance(value, (list, tuple)):
+        raise LabelError(f"labels must be a list or a string, got {type(value).__name__}")
+    names: list[str] = []
+    for item in value:
+        if isinstance(item, (dict, list)) or item is None:
+            raise LabelError(f"label {item!r} is not a name")
+        name = str(item).strip()
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def label_vocabulary(counts: Mapping[str, int], min_count: int = 1) -> list[str]:
+    """Orders labels by descending count, then name, keeping ``>= min_count``.
+
+    The order is deterministic so that the output column of each label is the
+    same on every run over the same data.
+    """
+    kept = [(name, n) for name, n in counts.items() if n >= min_count]
+    return [name for name, _ in sorted(kept, key=lambda kv: (-kv[1], kv[0]))]
+
+
+def read_lines(path: str) -> list[str]:
+    """Reads a one-name-per-line file written by the Beam job (local or remote)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "r") as f:
+        return [line.rstrip("\n") for line in f if line.rstrip("\n")]
+
+
+def multi_hot(label_lists: Iterable[Iterable[str]], vocabulary: list[str]):
+    """Turns label-name lists into a 0/1 numpy matrix over ``vocabulary``."""
+    import numpy as np
+
+    index = {name: i for i, name in enumerate(vocabulary)}
+    rows = list(label_lists)
+    y = np.zeros((len(rows), len(vocabulary)), dtype=np.int8)
+    for r, names in enumerate(rows):
+        for name in names:
+            name = name.decode() if isinstance(name, bytes) else name
+            if name in index:
+                y[r, index[name]] = 1
+    return y

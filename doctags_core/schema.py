@@ -1,0 +1,64 @@
+"""The record schema between the Beam job and the trainer/evaluator.
+
+Each TFRecord holds one ``tf.train.Example`` per document. The Beam job
+writes it with `make_example`; tf.data reads it with `FEATURE_SPEC`. Keeping
+both here is what stops the writer and the reader from drifting apart.
+"""
+
+from __future__ import annotations
+
+import os
+
+ID = "id"
+TOKENS = "tokens"
+LABELS = "labels"
+TEXT = "text"
+
+RECORD_SUFFIX = ".tfrecord.gz"
+VOCAB_FILE = "vocab.txt"
+VOCAB_COUNTS_FILE = "vocab_counts.tsv"
+LABELS_FILE = "labels.txt"
+LABEL_COUNTS_FILE = "label_counts.tsv"
+METADATA_FILE = "metadata.json"
+DEAD_LETTER_DIR = "dead_letter"
+
+
+def split_pattern(data_dir: str, split: str) -> str:
+    """Glob of the TFRecord shards of one split."""
+    return os.path.join(data_dir, split, f"part-*{RECORD_SUFFIX}")
+
+
+def split_prefix(data_dir: str, split: str) -> str:
+    """Shard-name prefix the Beam sink writes for one split."""
+    return os.path.join(data_dir, split, "part")
+
+
+def feature_spec(with_text: bool = False) -> dict:
+    """The parsing spec; tokens and labels come back as ragged string tensors."""
+    import tensorflow as tf
+
+    spec = {
+        ID: tf.io.FixedLenFeature([], tf.string),
+        TOKENS: tf.io.RaggedFeature(tf.string, row_splits_dtype=tf.int64),
+        LABELS: tf.io.RaggedFeature(tf.string, row_splits_dtype=tf.int64),
+    }
+    if with_text:
+        spec[TEXT] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    return spec
+
+
+def make_example(doc_id: str, tokens: list[bytes], labels: list[str], text: str | None) -> bytes:
+    """Serializes one document as a ``tf.train.Example``."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    def bytes_feature(values: list[bytes]) -> feature_pb2.Feature:
+        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=values))
+
+    features = {
+        ID: bytes_feature([doc_id.encode("utf-8")]),
+        TOKENS: bytes_feature(tokens),
+        LABELS: bytes_feature([label.encode("utf-8") for label in labels]),
+    }
+    if text is not None:
+        features[TEXT] = bytes_feature([text.encode("utf-8")])
+    return example_pb2.Example(features=feature_pb2.Features(feature=features)).SerializeToString()

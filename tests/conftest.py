@@ -1,0 +1,61 @@
+import gzip
+import json
+import os
+import sys
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REUTERS = os.path.join(REPO, "data", "reuters21578", "reuters21578-modapte.jsonl.gz")
+sys.path.insert(0, REPO)
+
+
+def reuters_records(limit_train=None, limit_test=None):
+    """Real Reuters records, optionally the first N of each split."""
+    out, seen = [], {"train": 0, "test": 0}
+    limits = {"train": limit_train, "test": limit_test}
+    with gzip.open(REUTERS, "rt", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            split = rec["split"]
+            if limits[split] is not None and seen[split] >= limits[split]:
+                continue
+            seen[split] += 1
+            out.append(rec)
+    return out
+
+
+def write_jsonl(path, records, compress=False):
+    opener = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+def small_config(tmp_path, input_pattern, **sections):
+    """A fast config: tiny model, few epochs; sections override defaults."""
+    raw = {
+        "name": "test",
+        "output_dir": str(tmp_path / "run"),
+        "data": {"input_pattern": str(input_pattern), "split_field": "split"},
+        "preprocess": {"batch_size": 128, "vocab_size": 5000, "min_count": 1, "num_shards": 2},
+        "model": {"family": "dnn", "sequence_length": 64, "embedding_dim": 16, "hidden_units": 16},
+        "training": {"batch_size": 32, "epochs": 1, "early_stopping_patience": 1},
+        "export": {"model_name": "tags", "version": 1},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def reuters_slice(tmp_path_factory):
+    """300 train + 100 test real Reuters documents as gzip JSONL."""
+    d = tmp_path_factory.mktemp("slice")
+    return write_jsonl(str(d / "reuters-slice.jsonl.gz"), reuters_records(300, 100), compress=True)

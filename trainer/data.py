@@ -1,0 +1,123 @@
+"""tf.data input pipeline over the Beam job's TFRecords.
+
+Files are interleaved in parallel, examples are shuffled, batched, parsed
+and vectorized batch-wise, and the result is prefetched: the corpus is
+streamed from disk, never loaded into memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from doctags_core import schema
+from doctags_core.labels import read_lines
+
+
+def load_vocabulary(data_dir: str) -> list[str]:
+    """The Beam job's token vocabulary (most frequent first)."""
+    return read_lines(os.path.join(data_dir, schema.VOCAB_FILE))
+
+
+def load_labels(data_dir: str) -> list[str]:
+    """The Beam job's label vocabulary; its order fixes the output columns."""
+    return read_lines(os.path.join(data_dir, schema.LABELS_FILE))
+
+
+def load_label_priors(data_dir: str, labels: list[str]) -> list[float]:
+    """Share of train documents carrying each label, from the Beam metadata."""
+    with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
+        metadata = json.load(f)
+    n_train = max(metadata["documents"]["train"], 1)
+    counts = metadata["label_counts"]
+    return [counts.get(label, {}).get("train", 0) / n_train for label in labels]
+
+
+def make_vectorizer(vocabulary: list[str], sequence_length: int) -> keras.layers.TextVectorization:
+    """TextVectorization over already-cleaned text, from the Beam vocabulary.
+
+    Cleaning is not the layer's job (``standardize=None``): the TFRecords hold
+    cleaned tokens, and the export runs `doctags_core.cleaning.clean_text`
+    before this same layer. Index 0 pads, index 1 is out-of-vocabulary.
+    No ``adapt()``: the vocabulary was computed by the Beam combine.
+    """
+    return keras.layers.TextVectorization(
+        standardize=None,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=sequence_length,
+        vocabulary=vocabulary,
+    )
+
+
+def make_label_encoder(labels: list[str]) -> keras.layers.StringLookup:
+    """Label names -> multi-hot rows; column 0 (unknown labels) is dropped later."""
+    return keras.layers.StringLookup(vocabulary=labels, num_oov_indices=1, output_mode="multi_hot")
+
+
+def tokens_to_ids(tokens: tf.RaggedTensor, vectorizer) -> tf.Tensor:
+    """Token ids for a batch of token lists, through the serving-time layer.
+
+    Joining with single spaces and letting the layer split on whitespace
+    recovers the tokens exactly (tokens contain no whitespace), so training
+    ids come from the same code path as serving ids.
+    """
+    return vectorizer(tf.strings.reduce_join(tokens, axis=1, separator=" "))
+
+
+def make_dataset(
+    file_pattern: str,
+    vectorizer,
+    label_encoder,
+    batch_size: int,
+    shuffle: bool = False,
+    shuffle_buffer: int = 10000,
+    seed: int | None = None,
+    with_metadata: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(token_ids, multi_hot_labels)`` from TFRecord shards.
+
+    Args:
+        file_pattern: Glob of gzip TFRecord shards.
+        vectorizer: From `make_vectorizer`.
+        label_encoder: From `make_label_encoder`.
+        batch_size: Examples per batch (the GLOBAL batch under a strategy).
+        shuffle: Shuffle files and examples (training only).
+        shuffle_buffer: Examples held for shuffling.
+        seed: Shuffle seed, for reproducible runs.
+        with_metadata: Also yield a dict with ``id``, ``text`` and ``tokens``
+            (for evaluation and skew checks) as a third element.
+
+    Raises:
+        FileNotFoundError: when the pattern matches no shard.
+    """
+    files = tf.io.gfile.glob(file_pattern)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
+    spec = schema.feature_spec(with_text=with_metadata)
+    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle,
+    )
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def parse(serialized):
+        ex = tf.io.parse_example(serialized, spec)
+        ids = tokens_to_ids(ex[schema.TOKENS], vectorizer)
+        y = tf.cast(label_encoder(ex[schema.LABELS])[:, 1:], tf.float32)
+        if with_metadata:
+            meta = {"id": ex[schema.ID], "text": ex[schema.TEXT], "tokens": ex[schema.TOKENS]}
+            return ids, y, meta
+        return ids, y
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
