@@ -7,9 +7,9 @@ from sklearn import metrics as skm
 
 
 def summary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """Micro/macro/samples F1, precision and recall, and Hamming loss."""
+    """Micro/macro/weighted/samples F1, precision and recall, Hamming loss, subset accuracy."""
     out: dict[str, float] = {}
-    for average in ("micro", "macro", "samples"):
+    for average in ("micro", "macro", "weighted", "samples"):
         p, r, f, _ = skm.precision_recall_fscore_support(
             y_true, y_pred, average=average, zero_division=0
         )
@@ -21,19 +21,60 @@ def summary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     return out
 
 
-def per_label_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> list[dict]:
-    """Precision, recall, F1 and support for every label, in vocabulary order."""
+def ranking_metrics(
+    y_true: np.ndarray, scores: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)
+) -> dict[str, float]:
+    """Precision@k and nDCG@k over documents (threshold-free ranking quality).
+
+    Documents without any true label are left out, as their ideal DCG is 0.
+    """
+    has_labels = y_true.sum(axis=1) > 0
+    y, s = y_true[has_labels], scores[has_labels]
+    out: dict[str, float] = {}
+    if len(y) == 0:
+        return out
+    order = np.argsort(-s, axis=1, kind="stable")
+    gains = np.take_along_axis(y, order, axis=1).astype(np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, y.shape[1] + 2))
+    n_true = y.sum(axis=1)
+    for k in ks:
+        k_eff = min(k, y.shape[1])
+        out[f"precision_at_{k}"] = float(gains[:, :k_eff].sum(axis=1).mean() / k)
+        dcg = (gains[:, :k_eff] * discounts[:k_eff]).sum(axis=1)
+        ideal = np.array([discounts[: min(int(n), k_eff)].sum() for n in n_true])
+        out[f"ndcg_at_{k}"] = float((dcg / ideal).mean())
+    return out
+
+
+def _label_auc(y: np.ndarray, s: np.ndarray):
+    """ROC-AUC and PR-AUC (average precision) of one label; None without both classes."""
+    if y.min() == y.max():
+        return None, None
+    return float(skm.roc_auc_score(y, s)), float(skm.average_precision_score(y, s))
+
+
+def per_label_report(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], scores: np.ndarray | None = None
+) -> list[dict]:
+    """Per-label precision, recall, F1 and support (like classification_report).
+
+    With ``scores``, also ROC-AUC and PR-AUC per label (None for a label that
+    has no positive, or no negative, in ``y_true``).
+    """
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
-    return [
-        {
+    rows = []
+    for i, name in enumerate(labels):
+        row = {
             "label": name,
             "precision": float(p[i]),
             "recall": float(r[i]),
             "f1": float(f[i]),
             "support": int(s[i]),
         }
-        for i, name in enumerate(labels)
-    ]
+        if scores is not None:
+            row["roc_auc"], row["pr_auc"] = _label_auc(y_true[:, i], scores[:, i])
+        rows.append(row)
+    return rows
 
 
 def threshold_grid(start: float, stop: float, step: float) -> np.ndarray:

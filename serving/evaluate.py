@@ -14,8 +14,14 @@ import tensorflow as tf
 
 from doctags_core import schema
 from doctags_core.labels import multi_hot
-from doctags_core.metrics import format_table, per_label_report, summary_metrics
+from doctags_core.metrics import (
+    format_table,
+    per_label_report,
+    ranking_metrics,
+    summary_metrics,
+)
 from serving.model import Tagger
+from serving.report import render_report
 
 
 def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[list[str]]]:
@@ -35,16 +41,38 @@ def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[li
     return ids, texts, labels
 
 
-def evaluate(model_path: str, data_dir: str, out_dir: str, split: str = "test") -> dict:
-    """Scores the exported model on ``split`` and writes ``metrics_<split>.json``.
+def _train_label_counts(data_dir: str) -> dict[str, int]:
+    path = os.path.join(data_dir, schema.METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        return {}
+    with tf.io.gfile.GFile(path) as f:
+        counts = json.load(f).get("label_counts", {})
+    return {label: c.get("train", 0) for label, c in counts.items()}
 
-    Labels of the split that the model does not know are counted in
+
+def _model_thresholds(tagger: Tagger) -> list[float]:
+    path = os.path.join(tagger.path, "assets", "thresholds.json")
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        saved = json.load(f)
+    per_label = saved.get("per_label")
+    return list(per_label.values()) if isinstance(per_label, dict) else [saved["threshold"]]
+
+
+def evaluate(
+    model_path: str, data_dir: str, out_dir: str, split: str = "test", html_report: bool = True
+) -> dict:
+    """Scores the exported model on ``split``; writes ``metrics_<split>.json`` and HTML.
+
+    Decisions are the model's own (threshold inside the graph). Labels of
+    the split that the model does not know are counted in
     ``unknown_label_assignments`` (they can only be missed).
     """
     tagger = Tagger(model_path)
     _, texts, label_lists = read_split(data_dir, split)
     y_true = multi_hot(label_lists, tagger.labels)
-    y_pred, _ = tagger.predict_multi_hot(texts)
+    y_pred, scores = tagger.predict_multi_hot(texts)
     known = set(tagger.labels)
     report = {
         "model": tagger.path,
@@ -53,11 +81,23 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, split: str = "test") 
         "labels": len(tagger.labels),
         "unknown_label_assignments": sum(1 for ls in label_lists for lb in ls if lb not in known),
         "metrics": summary_metrics(y_true, y_pred),
-        "per_label": per_label_report(y_true, y_pred, tagger.labels),
+        "ranking": ranking_metrics(y_true, scores),
+        "per_label": per_label_report(y_true, y_pred, tagger.labels, scores),
     }
     tf.io.gfile.makedirs(out_dir)
     with tf.io.gfile.GFile(os.path.join(out_dir, f"metrics_{split}.json"), "w") as f:
         json.dump(report, f, indent=2)
+    if html_report:
+        page = render_report(
+            report,
+            y_true,
+            scores,
+            tagger.labels,
+            _model_thresholds(tagger),
+            _train_label_counts(data_dir),
+        )
+        with tf.io.gfile.GFile(os.path.join(out_dir, f"report_{split}.html"), "w") as f:
+            f.write(page)
     return report
 
 
@@ -71,13 +111,15 @@ def format_report(report: dict, top: int = 20) -> str:
             "recall": m[f"{avg}_recall"],
             "f1": m[f"{avg}_f1"],
         }
-        for avg in ("micro", "macro", "samples")
+        for avg in ("micro", "macro", "weighted", "samples")
     ]
     per_label = sorted(report["per_label"], key=lambda r: -r["support"])[:top]
     return (
         f"{report['split']} split: {report['documents']} documents, {report['labels']} labels\n"
         + format_table(rows, ["average", "precision", "recall", "f1"])
-        + f"\nhamming loss {m['hamming_loss']:.4f}   subset accuracy {m['subset_accuracy']:.4f}\n\n"
+        + f"\nhamming loss {m['hamming_loss']:.4f}   subset accuracy {m['subset_accuracy']:.4f}"
+        + "".join(f"   {k} {v:.4f}" for k, v in report.get("ranking", {}).items() if "_at_1" in k)
+        + "\n\n"
         + f"per label (top {len(per_label)} by support):\n"
         + format_table(per_label, ["label", "precision", "recall", "f1", "support"])
     )

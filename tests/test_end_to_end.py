@@ -35,6 +35,7 @@ def test_run_writes_every_artifact_with_its_config(slice_run):
     assert thresholds["split"] == "validation"
     grid = [row["threshold"] for row in thresholds["curve"]]
     assert grid[0] == pytest.approx(0.05) and grid[-1] == pytest.approx(0.95)
+    assert os.path.getsize(os.path.join(cfg.eval_dir, "report_test.html")) > 10000
     report = json.load(open(os.path.join(cfg.eval_dir, "metrics_test.json")))
     assert report["documents"] == 100
     for key in (
