@@ -1,35 +1,51 @@
-"""Pure per-batch steps of the Beam job: parse, clean, split, count, serialize.
+"""Pure per-batch steps of the Beam job: parse, encode, route, count.
 
 Elements stay batches from the first step to the last, so per-element
 overhead is paid once per batch of documents, not once per document or
-per token. Each function here is plain Python (plus TF for cleaning) and is
-unit-tested without Beam.
+per token. The heavy work of a batch (cleaning, tokenizing, serializing
+Examples, pre-counting tokens) is one call into a traced TF graph
+(`beam_preprocess.encode`); what is left here is routing numpy arrays.
+Each function is unit-tested without Beam.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
+
 from beam_preprocess.records import BadRecord, Document, dead_letter, parse_record
-from doctags_core import schema
 from doctags_core.config import DataConfig
-from doctags_core.splits import assign_split
+from doctags_core.splits import SPLITS, assign_split
 
 
 @dataclass
 class DocBatch:
-    """A batch of cleaned documents, column by column."""
+    """A batch of encoded documents, column by column.
+
+    Attributes:
+        ids: Document ids.
+        labels: Label names per document.
+        splits: ``train``/``validation``/``test`` per document.
+        token_splits: ``[n + 1]`` offsets; document ``i`` has
+            ``token_splits[i + 1] - token_splits[i]`` tokens.
+        examples: Serialized ``tf.train.Example`` per document.
+    """
 
     ids: list[str]
-    texts: list[str]
     labels: list[tuple[str, ...]]
     splits: list[str]
-    tokens: list[list[bytes]]
+    token_splits: np.ndarray
+    examples: np.ndarray
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per document."""
+        return np.diff(self.token_splits)
 
 
 def parse_batch(records: list[tuple[str, object]], cfg: DataConfig):
@@ -48,75 +64,80 @@ def parse_batch(records: list[tuple[str, object]], cfg: DataConfig):
     return docs, dead
 
 
-def clean_batch(docs: list[Document], cleaner, cfg: DataConfig) -> DocBatch:
-    """Runs the shared TF cleaning on a whole batch and assigns splits.
+def encode_batch(docs: list[Document], encoder, cfg: DataConfig) -> DocBatch:
+    """Assigns splits and runs the batch through the TF graph.
 
     Args:
         docs: Parsed documents.
-        cleaner: ``doctags_core.cleaning.make_batch_cleaner(steps)``.
+        encoder: ``beam_preprocess.encode.make_batch_encoder(...)``.
         cfg: Data settings (split fractions).
     """
-    values, row_splits = cleaner([d.text for d in docs])
-    values = values.numpy().tolist()
-    row_splits = row_splits.numpy().tolist()
-    tokens = [values[row_splits[i] : row_splits[i + 1]] for i in range(len(docs))]
+    splits = [
+        assign_split(d.doc_id, d.given_split, cfg.validation_fraction, cfg.test_fraction)
+        for d in docs
+    ]
+    label_values = [label for d in docs for label in d.labels]
+    label_splits = np.cumsum([0] + [len(d.labels) for d in docs], dtype=np.int64)
+    out = encoder(
+        [d.doc_id for d in docs],
+        [d.text for d in docs],
+        label_values,
+        label_splits,
+        np.array([s == "train" for s in splits], dtype=bool),
+    )
     return DocBatch(
         ids=[d.doc_id for d in docs],
-        texts=[d.text for d in docs],
         labels=[d.labels for d in docs],
-        splits=[
-            assign_split(d.doc_id, d.given_split, cfg.validation_fraction, cfg.test_fraction)
-            for d in docs
-        ],
-        tokens=tokens,
+        splits=splits,
+        token_splits=out.token_splits,
+        examples=out.examples,
     )
 
 
-def serialize_batch(batch: DocBatch, keep_raw_text: bool):
-    """Yields ``(split, serialized tf.train.Example)`` for each document."""
-    for i in range(len(batch)):
-        text = batch.texts[i] if keep_raw_text else None
+def examples_by_split(batch: DocBatch):
+    """Yields ``(split, [serialized examples])`` for each split in the batch."""
+    codes = np.array([SPLITS.index(s) for s in batch.splits], dtype=np.int8)
+    for code, split in enumerate(SPLITS):
+        chosen = batch.examples[codes == code]
+        if len(chosen):
+            yield split, chosen.tolist()
+
+
+def token_count_shards(counts):
+    """Splits drained token counts by combine shard.
+
+    The vocabulary is learned on the train split only (the encoder counted
+    train documents only). Keying by shard lets the combine downstream run
+    in parallel over ``vocab_shards`` keys instead of one accumulator.
+
+    Args:
+        counts: `beam_preprocess.encode.TokenCounts`.
+
+    Yields:
+        ``(shard, (tokens, counts, document_counts))`` per non-empty shard,
+        tokens as a list of bytes and counts as int64 arrays.
+    """
+    if not len(counts.tokens):
+        return
+    order = np.argsort(counts.shards, kind="stable")
+    cuts = np.flatnonzero(np.diff(counts.shards[order])) + 1
+    for part in np.split(order, cuts):
         yield (
-            batch.splits[i],
-            schema.make_example(batch.ids[i], batch.tokens[i], list(batch.labels[i]), text),
+            int(counts.shards[part[0]]),
+            (counts.tokens[part].tolist(), counts.counts[part], counts.doc_counts[part]),
         )
 
 
-def token_shard(token: bytes, num_shards: int) -> int:
-    """Stable shard of a token for the keyed count combine (same on every worker)."""
-    return zlib.crc32(token) % num_shards
-
-
-def count_train_tokens(batch: DocBatch, num_shards: int):
-    """Pre-aggregates token and document counts of the batch's TRAIN documents.
-
-    The vocabulary is learned on the train split only, so validation and test
-    stay unseen. Counts are grouped by shard so the combine downstream runs
-    in parallel over ``num_shards`` keys instead of one global accumulator.
-
-    Yields:
-        ``(shard, {token: [count, document_count]})`` for each non-empty shard.
-    """
-    counts: Counter = Counter()
-    doc_counts: Counter = Counter()
-    for split, tokens in zip(batch.splits, batch.tokens):
-        if split == "train":
-            counts.update(tokens)
-            doc_counts.update(set(tokens))
-    shards: dict[int, dict[bytes, list[int]]] = {}
-    for token, n in counts.items():
-        shards.setdefault(token_shard(token, num_shards), {})[token] = [n, doc_counts[token]]
-    yield from shards.items()
-
-
 def batch_statistics(batch: DocBatch) -> dict:
-    """Counts per split, label counts per split and token-length figures."""
+    """Counts per split, label counts per split and a token-length histogram."""
+    lengths = batch.lengths
+    histogram = np.bincount(lengths) if len(lengths) else np.zeros(0, dtype=np.int64)
     stats = {
         "documents": Counter(batch.splits),
         "labels": {},
         "label_assignments": Counter(),
-        "lengths": [len(t) for t in batch.tokens],
-        "empty_after_cleaning": sum(1 for t in batch.tokens if not t),
+        "length_histogram": {int(n): int(c) for n, c in enumerate(histogram) if c},
+        "empty_after_cleaning": int(np.count_nonzero(lengths == 0)),
     }
     for split, labels in zip(batch.splits, batch.labels):
         stats["labels"].setdefault(split, Counter()).update(labels)

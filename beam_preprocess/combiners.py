@@ -1,7 +1,9 @@
 """CombineFns for the distributed statistics of the Beam job.
 
 All accumulators are bounded by the vocabulary (per shard), the label set or
-the range of document lengths, never by the number of documents.
+the range of document lengths, never by the number of documents; the one
+exception is `DuplicateHashesFn` (only with ``preprocess.dedupe``), which
+holds 16 bytes per distinct document in numpy arrays.
 """
 
 from __future__ import annotations
@@ -10,31 +12,47 @@ import heapq
 from collections import Counter
 
 import apache_beam as beam
+import numpy as np
 
 RESERVED_TOKENS = (b"", b"[UNK]")  # TextVectorization's padding and OOV entries
 
 
+def _add_counts(acc: dict, tokens, counts, doc_counts) -> dict:
+    get = acc.get
+    for token, n, df in zip(tokens, counts, doc_counts):
+        slot = get(token)
+        if slot is None:
+            acc[token] = [n, df]
+        else:
+            slot[0] += n
+            slot[1] += df
+    return acc
+
+
 class MergeTokenCountsFn(beam.CombineFn):
-    """Sums ``{token: [count, document_count]}`` dicts of one shard."""
+    """Sums the per-batch token tables of one shard into ``{token: [count, df]}``.
+
+    Inputs are ``(tokens, counts, document_counts)`` from
+    `batches.count_train_tokens` (already distinct within the batch), so the
+    work per batch is one dict update per distinct token, not per token.
+    """
 
     def create_accumulator(self):
         return {}
 
-    def add_input(self, acc, counts):
-        for token, (n, df) in counts.items():
-            slot = acc.get(token)
-            if slot is None:
-                acc[token] = [n, df]
-            else:
-                slot[0] += n
-                slot[1] += df
-        return acc
+    def add_input(self, acc, table):
+        tokens, counts, doc_counts = table
+        return _add_counts(
+            acc, tokens, np.asarray(counts).tolist(), np.asarray(doc_counts).tolist()
+        )
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for acc in accumulators:
-            self.add_input(merged, acc)
+            _add_counts(
+                merged, acc.keys(), (v[0] for v in acc.values()), (v[1] for v in acc.values())
+            )
         return merged
 
     def extract_output(self, acc):
@@ -108,6 +126,67 @@ class StatisticsFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
+
+
+class _HashTally:
+    """Sorted distinct hashes with their counts, plus not yet merged inputs."""
+
+    __slots__ = ("hashes", "counts", "pending", "pending_size")
+
+    def __init__(self):
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending_size = 0
+
+    def add(self, hashes: np.ndarray, counts: np.ndarray) -> None:
+        self.pending.append((hashes, counts))
+        self.pending_size += len(hashes)
+        if self.pending_size > max(1 << 18, len(self.hashes)):
+            self.compact()  # amortised: the sorted part at most doubles each time
+
+    def compact(self) -> None:
+        if not self.pending:
+            return
+        hashes = np.concatenate([self.hashes] + [h for h, _ in self.pending])
+        counts = np.concatenate([self.counts] + [c for _, c in self.pending])
+        self.pending, self.pending_size = [], 0
+        if not len(hashes):
+            return
+        order = np.argsort(hashes, kind="stable")
+        hashes, counts = hashes[order], counts[order]
+        starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
+        # counts are capped at 2: "seen more than once" is all that matters
+        self.hashes = hashes[starts]
+        self.counts = np.minimum(np.add.reduceat(counts, starts), 2)
+
+
+class DuplicateHashesFn(beam.CombineFn):
+    """The normalized-text hashes that occur more than once in the corpus.
+
+    Inputs are uint64 arrays (one per batch); the output is the sorted array
+    of duplicated hashes, used as a side input to route duplicates.
+    """
+
+    def create_accumulator(self):
+        return _HashTally()
+
+    def add_input(self, acc, hashes):
+        hashes = np.asarray(hashes, dtype=np.uint64)
+        acc.add(hashes, np.ones(len(hashes), dtype=np.int64))
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = _HashTally()
+        for acc in accumulators:
+            acc.compact()
+            merged.add(acc.hashes, acc.counts)
+        merged.compact()
+        return merged
+
+    def extract_output(self, acc):
+        acc.compact()
+        return acc.hashes[acc.counts > 1]
 
 
 def length_summary(histogram: Counter) -> dict:

@@ -1,11 +1,14 @@
 """The preprocessing job: raw documents -> sharded TFRecords + vocabularies + metadata.
 
-    ReadRawRecords -> ParseDocuments -> CleanAndTokenize -+-> WriteExamples
-                          |                               +-> ComputeVocabulary --+
-                          +-> WriteDeadLetters ------------+-> ComputeStatistics --+-> WriteMetadata
+    ReadRawRecords -> ParseDocuments -> CleanAndEncode -+-> WriteExamples -------+
+    (batches)            |   ^                           +-> ComputeVocabulary --+
+                         |   FindDuplicates (dedupe)     +-> ComputeStatistics --+-> WriteMetadata
+                         +-> WriteDeadLetters -----------------------------------+
 
-The same graph runs on the DirectRunner and on Dataflow or Flink: only the
-pipeline options differ.
+Every element is a batch from the reader on; nothing holds the corpus: the
+only grouping steps see file names, per-shard token tables, statistics and
+(with dedupe) duplicated documents. The same graph runs on the DirectRunner
+and on Dataflow or Flink: only the pipeline options differ.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def labeled_pool_counts(stats) -> Counter:
     return pool
 
 
-def build_metadata(top_tokens, stats, dead_counts, records_read, cfg: Config) -> dict:
+def build_metadata(
+    top_tokens, stats, dead_counts, records_read, cfg: Config, written: dict | None = None
+) -> dict:
     """Assembles the run summary written as metadata.json."""
     documents = {split: int(stats["documents"].get(split, 0)) for split in SPLITS}
     good = sum(documents.values())
@@ -62,6 +67,11 @@ def build_metadata(top_tokens, stats, dead_counts, records_read, cfg: Config) ->
         "documents": {**documents, "total": good},
         "dead_letter": {"total": dead_total, "by_reason": dict(sorted(dead_counts.items()))},
         "all_records_accounted_for": good + dead_total == records_read,
+        "duplicates_removed": int(dead_counts.get("duplicate", 0)),
+        "examples_written": {s: int((written or {}).get(s, {}).get("examples", 0)) for s in SPLITS},
+        "all_documents_written": written is not None
+        and all(int(written.get(s, {}).get("examples", -1)) == documents[s] for s in SPLITS),
+        "files_written": {s: int((written or {}).get(s, {}).get("files", 0)) for s in SPLITS},
         "vocabulary_size": len(top_tokens),
         "label_vocabulary_size": len(label_vocabulary(train_labels)),
         "labels_only_in_test": sorted(set(label_counts) - set(train_labels)),
@@ -79,7 +89,7 @@ def build_metadata(top_tokens, stats, dead_counts, records_read, cfg: Config) ->
     }
 
 
-def write_metadata(_, top_tokens, stats, dead_counts, records_read, cfg: Config) -> dict:
+def write_metadata(_, top_tokens, stats, dead_counts, records_read, written, cfg: Config) -> dict:
     """Writes vocabularies, label files, metadata.json and the config."""
     data_dir = cfg.data_dir
     _write_text(
@@ -93,7 +103,7 @@ def write_metadata(_, top_tokens, stats, dead_counts, records_read, cfg: Config)
     )
     labels = label_vocabulary(labeled_pool_counts(stats))
     _write_text(os.path.join(data_dir, schema.LABELS_FILE), "".join(f"{lb}\n" for lb in labels))
-    metadata = build_metadata(top_tokens, stats, dead_counts, records_read, cfg)
+    metadata = build_metadata(top_tokens, stats, dead_counts, records_read, cfg, written)
     _write_text(
         os.path.join(data_dir, schema.LABEL_COUNTS_FILE),
         "label\t"
@@ -111,26 +121,35 @@ def write_metadata(_, top_tokens, stats, dead_counts, records_read, cfg: Config)
 
 def build_pipeline(pipeline: beam.Pipeline, cfg: Config) -> None:
     """Adds the whole preprocessing graph to ``pipeline``."""
-    read = pipeline | "ReadRawRecords" >> transforms.ReadRawRecords(cfg.data)
+    p = cfg.preprocess
+    read = pipeline | "ReadRawRecords" >> transforms.ReadRawRecords(cfg.data, p.batch_size)
     records_read = (
-        (read["records"], read[transforms.DEAD_LETTER_TAG])
-        | "AllRecords" >> beam.Flatten()
-        | "CountRecordsRead" >> beam.combiners.Count.Globally()
+        (
+            read["records"] | "RecordsPerBatch" >> beam.Map(len),
+            read[transforms.DEAD_LETTER_TAG] | "OnePerReadError" >> beam.Map(lambda _: 1),
+        )
+        | "AllRecordCounts" >> beam.Flatten()
+        | "CountRecordsRead" >> beam.CombineGlobally(sum)
     )
+    duplicated = None
+    if p.dedupe:
+        duplicated = pipeline | "FindDuplicates" >> transforms.FindDuplicates(
+            cfg.data, p.batch_size
+        )
     parsed = read["records"] | "ParseDocuments" >> transforms.ParseDocuments(
-        cfg.data, cfg.preprocess.batch_size
+        cfg.data, p.batch_size, duplicated
     )
     dead_counts = (
         (read[transforms.DEAD_LETTER_TAG], parsed[transforms.DEAD_LETTER_TAG])
         | "AllDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> transforms.WriteDeadLetters(cfg.data_dir)
     )
-    cleaned = parsed.docs | "CleanAndTokenize" >> transforms.CleanAndTokenize(
-        cfg.cleaning.steps, cfg.data
+    encoded = parsed.docs | "CleanAndEncode" >> transforms.CleanAndEncode(
+        cfg.cleaning.steps, cfg.data, p
     )
-    _ = cleaned | "WriteExamples" >> transforms.WriteExamples(cfg.data_dir, cfg.preprocess)
-    vocabulary = cleaned | "ComputeVocabulary" >> transforms.ComputeVocabulary(cfg.preprocess)
-    statistics = cleaned | "ComputeStatistics" >> transforms.ComputeStatistics()
+    written = encoded.batches | "WriteExamples" >> transforms.WriteExamples(cfg.data_dir, p)
+    vocabulary = encoded.token_counts | "ComputeVocabulary" >> transforms.ComputeVocabulary(p)
+    statistics = encoded.batches | "ComputeStatistics" >> transforms.ComputeStatistics()
     _ = (
         pipeline
         | "MetadataTrigger" >> beam.Create([None])
@@ -141,6 +160,7 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: Config) -> None:
             beam.pvalue.AsSingleton(statistics),
             beam.pvalue.AsSingleton(dead_counts),
             beam.pvalue.AsSingleton(records_read),
+            beam.pvalue.AsSingleton(written),
             cfg,
         )
     )
@@ -165,6 +185,10 @@ def _clear_previous_output(data_dir: str) -> None:
         matches = FileSystems.match([pattern])[0].metadata_list
         if matches:
             FileSystems.delete([m.path for m in matches])
+    # temporary shard directories of a run that was killed before finalizing
+    stale = FileSystems.match([os.path.join(data_dir, ".temp-*", "*")])[0].metadata_list
+    for directory in sorted({os.path.dirname(m.path) for m in stale}):
+        FileSystems.delete([directory])
 
 
 def run_preprocess(cfg: Config, beam_args: list[str] | None = None) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from doctags_core.config import DataConfig
@@ -25,6 +26,9 @@ MISSING_LABELS = "missing_labels"
 INVALID_LABELS = "invalid_labels"
 MISSING_ID = "missing_id"
 INVALID_SPLIT = "invalid_split"
+INVALID_EXAMPLE = "invalid_example"  # a TFRecord entry that is not a tf.train.Example
+UNREADABLE_FILE = "unreadable_file"  # a Parquet or TFRecord file that cannot be read
+DUPLICATE = "duplicate"  # same normalized text as a kept document (preprocess.dedupe)
 REASONS = (
     INVALID_UTF8,
     INVALID_JSON,
@@ -34,9 +38,16 @@ REASONS = (
     INVALID_LABELS,
     MISSING_ID,
     INVALID_SPLIT,
+    INVALID_EXAMPLE,
+    UNREADABLE_FILE,
+    DUPLICATE,
 )
 
 _MAX_RECORD_CHARS = 20000  # keep dead-letter files readable on huge bad rows
+# Lone surrogates: undecodable bytes kept by ``surrogateescape`` (CSV,
+# TFRecord) or JSON escapes such as "\ud800". A regex search runs in C; a
+# generator over every character cost ~300 us per document.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ def _text_of(row: dict, cfg: DataConfig) -> str:
             continue
         if not isinstance(value, str):
             raise BadRecord(MISSING_TEXT, f"field {name!r} is {type(value).__name__}, not text")
-        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        if _SURROGATE.search(value):
             raise BadRecord(INVALID_UTF8, f"field {name!r} holds undecodable bytes")
         if value.strip():
             parts.append(value)
@@ -136,6 +147,59 @@ def document_from_row(row: dict, cfg: DataConfig) -> Document:
         if given_split is None:
             raise BadRecord(INVALID_SPLIT, f"unknown split {row[cfg.split_field]!r}")
     return Document(doc_id, text, tuple(labels), given_split)
+
+
+def normalized_text_hash(text: str) -> int:
+    """A 64-bit hash of the text with case and whitespace folded.
+
+    Two documents with the same hash are exact duplicates up to case and
+    spacing (``preprocess.dedupe``). Stable across processes and workers,
+    unlike Python's ``hash``.
+    """
+    folded = " ".join(text.casefold().split())
+    digest = hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def row_from_example(serialized: bytes, cfg: DataConfig) -> dict:
+    """The fields of one serialized ``tf.train.Example`` of text, as a row dict.
+
+    Bytes features become ``str`` (undecodable bytes kept as surrogates, so
+    the record is dead-lettered as ``invalid_utf8`` by the parser). A field
+    with one value becomes that value (so a delimited label string is split
+    as in JSONL and CSV); the label field with several values is a list;
+    several values of a text field are joined with newlines.
+
+    Raises:
+        BadRecord: ``invalid_example`` when the bytes are not an Example.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.example import example_pb2
+
+    try:
+        example = example_pb2.Example.FromString(serialized)
+    except DecodeError as e:
+        raise BadRecord(INVALID_EXAMPLE, str(e)) from e
+    row: dict = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        if kind == "bytes_list":
+            values = [v.decode("utf-8", "surrogateescape") for v in feature.bytes_list.value]
+        elif kind == "int64_list":
+            values = list(feature.int64_list.value)
+        elif kind == "float_list":
+            values = list(feature.float_list.value)
+        else:
+            values = []
+        if len(values) == 1:
+            row[name] = values[0]
+        elif name == cfg.label_field:
+            row[name] = values
+        elif values and all(isinstance(v, str) for v in values):
+            row[name] = "\n".join(values)
+        elif values:
+            row[name] = values
+    return row
 
 
 def iter_csv_rows(binary_stream, source: str):

@@ -11,177 +11,354 @@ import json
 import os
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_preprocess import batches, combiners, records
+from beam_preprocess import batches, combiners, readers, records, sinks
 from doctags_core import schema
 from doctags_core.config import DataConfig, PreprocessConfig
 
 DEAD_LETTER_TAG = "dead_letter"
+DUPLICATE_GROUP_TAG = "duplicate_group"
+TOKEN_COUNTS_TAG = "token_counts"
 NAMESPACE = "doctags"
 
 
+_EXTENSIONS = (
+    ((".jsonl", ".ndjson", ".json"), "jsonl"),
+    ((".csv",), "csv"),
+    ((".parquet", ".pq"), "parquet"),
+    ((".tfrecord", ".tfrecords", ".tfrec"), "tfrecord"),
+)
+
+
 def input_format(pattern: str, configured: str) -> str:
-    """``jsonl`` or ``csv`` for one input pattern (from config, else extension)."""
+    """``jsonl``, ``csv``, ``parquet`` or ``tfrecord`` for one input pattern.
+
+    From config, else from the extension (compression suffixes ignored).
+    """
     if configured != "auto":
         return configured
     name = pattern.lower()
-    for suffix in (".gz", ".bz2", ".zst", ".deflate"):
+    for suffix in (".gz", ".gzip", ".bz2", ".zst", ".deflate", ".zlib"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    if name.endswith(".csv"):
-        return "csv"
+    for suffixes, fmt in _EXTENSIONS:
+        if name.endswith(suffixes):
+            return fmt
     raise ValueError(
         f"data.format: cannot tell the format of {pattern!r} from its extension; "
-        "set data.format to jsonl or csv"
+        "set data.format to jsonl, csv, parquet or tfrecord"
     )
 
 
-class _ReadCsvFile(beam.DoFn):
-    def process(self, readable_file):
-        path = readable_file.metadata.path
-        with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
-            for row, dead in records.iter_csv_rows(stream, path):
-                if dead is not None:
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
+class _ReadFileBatches(beam.DoFn):
+    """Streams one file into batches of raw records (see `readers`)."""
+
+    def __init__(self, cfg: DataConfig, batch_size: int):
+        self._cfg = cfg
+        self._batch_size = batch_size
+
+    def _items(self, fmt: str, path: str, stream):
+        n = self._batch_size
+        if fmt == "tfrecord":
+            return readers.iter_tfrecord_batches(path, n, self._cfg)
+        if fmt == "parquet":
+            return readers.iter_parquet_batches(stream, path, n, self._cfg)
+        if fmt == "csv":
+            return readers.iter_csv_batches(stream, path, n)
+        return readers.iter_jsonl_batches(stream, path, n)
+
+    def process(self, fmt_path):
+        fmt, path = fmt_path
+        read = beam.metrics.Metrics.counter(NAMESPACE, "records_read")
+        if fmt == "tfrecord":
+            stream = None  # tf.data opens the file itself
+        elif fmt == "parquet":
+            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        else:
+            stream = readers.open_text_input(path)
+        try:
+            for item in self._items(fmt, path, stream):
+                if isinstance(item, dict):  # a dead letter: a record the reader could not split
+                    read.inc()
+                    beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{item['reason']}").inc()
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
                 else:
-                    yield path, row
+                    read.inc(len(item))
+                    yield item
+        finally:
+            if stream is not None:
+                stream.close()
 
 
 class ReadRawRecords(beam.PTransform):
-    """Reads every input file into ``(source, raw)`` records.
+    """Reads every input file into batches of ``(source, raw)`` records.
 
-    JSONL lines are read as bytes (not decoded) so that a line with invalid
-    UTF-8 becomes a dead letter instead of crashing the reader. CSV files are
-    parsed whole by the csv module, so quoted newlines work; rows it cannot
-    split go to the dead-letter output.
+    Files are matched, spread over workers (a reshuffle of the file names
+    only, never of the data), and each file is streamed into batches of
+    ``batch_size`` records by the reader of its format. JSONL lines are kept
+    as bytes (not decoded) so that invalid UTF-8 becomes a dead letter
+    instead of crashing the reader; CSV is parsed by the csv module (quoted
+    newlines work); Parquet is read one record batch at a time; TFRecord
+    entries are decoded from ``tf.train.Example``. What a reader cannot
+    split into records goes to the dead-letter output.
     """
-
-    def __init__(self, cfg: DataConfig):
-        super().__init__()
-        self._cfg = cfg
-
-    def expand(self, pbegin):
-        raw, dead = [], []
-        for i, pattern in enumerate(self._cfg.input_pattern):
-            fmt = input_format(pattern, self._cfg.format)
-            if fmt == "jsonl":
-                raw.append(
-                    pbegin
-                    | f"ReadJsonl{i}"
-                    >> beam.io.ReadFromTextWithFilename(pattern, coder=beam.coders.BytesCoder())
-                )
-            else:
-                rows = (
-                    pbegin
-                    | f"MatchCsv{i}" >> fileio.MatchFiles(pattern)
-                    | f"OpenCsv{i}" >> fileio.ReadMatches()
-                    | f"ReadCsv{i}"
-                    >> beam.ParDo(_ReadCsvFile()).with_outputs(DEAD_LETTER_TAG, main="rows")
-                )
-                raw.append(rows.rows)
-                dead.append(rows[DEAD_LETTER_TAG])
-        records_out = tuple(raw) | "FlattenRecords" >> beam.Flatten()
-        dead_out = (
-            tuple(dead) | "FlattenReadErrors" >> beam.Flatten()
-            if dead
-            else pbegin | "NoReadErrors" >> beam.Create([])
-        )
-        return {"records": records_out, DEAD_LETTER_TAG: dead_out}
-
-
-class _ParseBatch(beam.DoFn):
-    def __init__(self, cfg: DataConfig):
-        self._cfg = cfg
-
-    def process(self, record_batch):
-        docs, dead = batches.parse_batch(record_batch, self._cfg)
-        for letter in dead:
-            beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{letter['reason']}").inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
-        if docs:
-            beam.metrics.Metrics.counter(NAMESPACE, "documents_parsed").inc(len(docs))
-            yield docs
-
-
-class ParseDocuments(beam.PTransform):
-    """Batches raw records and parses them; bad records go to ``dead_letter``."""
 
     def __init__(self, cfg: DataConfig, batch_size: int):
         super().__init__()
         self._cfg = cfg
         self._batch_size = batch_size
 
-    def expand(self, raw_records):
-        return (
-            raw_records
-            | "BatchRecords"
-            >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-            | "ParseBatch"
-            >> beam.ParDo(_ParseBatch(self._cfg)).with_outputs(DEAD_LETTER_TAG, main="docs")
+    def expand(self, pbegin):
+        files = []
+        for i, pattern in enumerate(self._cfg.input_pattern):
+            fmt = input_format(pattern, self._cfg.format)
+            files.append(
+                pbegin
+                | f"Match{i}" >> fileio.MatchFiles(pattern)
+                | f"Format{i}" >> beam.Map(lambda m, fmt: (fmt, m.path), fmt)
+            )
+        read = (
+            tuple(files)
+            | "AllFiles" >> beam.Flatten()
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadFileBatches"
+            >> beam.ParDo(_ReadFileBatches(self._cfg, self._batch_size)).with_outputs(
+                DEAD_LETTER_TAG, main="records"
+            )
+        )
+        return {"records": read.records, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
+
+
+class Outputs(dict):
+    """Named outputs of a composite transform, also readable as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+
+class _ParseBatch(beam.DoFn):
+    def __init__(self, cfg: DataConfig):
+        self._cfg = cfg
+
+    def process(self, record_batch, duplicated=None):
+        docs, dead = batches.parse_batch(record_batch, self._cfg)
+        for letter in dead:
+            beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{letter['reason']}").inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+        if docs and duplicated is not None and len(duplicated):
+            hashes = np.array([records.normalized_text_hash(d.text) for d in docs], np.uint64)
+            pos = np.minimum(np.searchsorted(duplicated, hashes), len(duplicated) - 1)
+            suspect = duplicated[pos] == hashes
+            for doc, hashed, is_dup in zip(docs, hashes.tolist(), suspect.tolist()):
+                if is_dup:
+                    yield beam.pvalue.TaggedOutput(DUPLICATE_GROUP_TAG, (hashed, doc))
+            docs = [doc for doc, is_dup in zip(docs, suspect.tolist()) if not is_dup]
+        if docs:
+            beam.metrics.Metrics.counter(NAMESPACE, "documents_parsed").inc(len(docs))
+            yield docs
+
+
+def keep_first_of_group(hash_docs):
+    """Keeps one document of a duplicate group; the others are dead letters.
+
+    The kept one is the smallest by ``(id, text, labels)``, so every runner
+    and every re-run keeps the same document.
+    """
+    _, docs = hash_docs
+    docs = sorted(docs, key=lambda d: (d.doc_id, d.text, d.labels))
+    yield docs[0]
+    for doc in docs[1:]:
+        beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{records.DUPLICATE}").inc()
+        raw = {"id": doc.doc_id, "text": doc.text, "labels": list(doc.labels)}
+        detail = f"same normalized text as document {docs[0].doc_id!r}"
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTER_TAG, records.dead_letter("", records.DUPLICATE, detail, raw)
         )
 
 
-class _CleanBatch(beam.DoFn):
-    def __init__(self, steps, cfg: DataConfig):
+def _hashes_of_batch(record_batch, cfg: DataConfig):
+    docs, _ = batches.parse_batch(record_batch, cfg)
+    yield np.array([records.normalized_text_hash(d.text) for d in docs], dtype=np.uint64)
+
+
+class FindDuplicates(beam.PTransform):
+    """The normalized-text hashes that occur more than once (a first pass).
+
+    Reads the input on its own (a second, independent read) so that the
+    main pass can take the result as a side input without the runner having
+    to hold the whole corpus until it is ready. Holds 16 bytes per distinct
+    document while combining.
+    """
+
+    def __init__(self, cfg: DataConfig, batch_size: int):
+        super().__init__()
+        self._cfg = cfg
+        self._batch_size = batch_size
+
+    def expand(self, pbegin):
+        read = pbegin | "ReadRawRecords" >> ReadRawRecords(self._cfg, self._batch_size)
+        return (
+            read["records"]
+            | "HashTexts" >> beam.FlatMap(_hashes_of_batch, self._cfg)
+            | "DuplicatedHashes" >> beam.CombineGlobally(combiners.DuplicateHashesFn())
+        )
+
+
+class ParseDocuments(beam.PTransform):
+    """Parses batches of raw records; bad records go to ``dead_letter``.
+
+    With ``duplicated`` (the output of `FindDuplicates`), documents whose
+    normalized text occurs more than once are grouped by hash and only one
+    of each group is kept; the others are dead letters with reason
+    ``duplicate``. Only those documents are grouped, never the corpus.
+    """
+
+    def __init__(self, cfg: DataConfig, batch_size: int, duplicated=None):
+        super().__init__()
+        self._cfg = cfg
+        self._batch_size = batch_size
+        self._duplicated = duplicated
+
+    def expand(self, raw_batches):
+        side = []
+        tags = [DEAD_LETTER_TAG]
+        if self._duplicated is not None:
+            side = [beam.pvalue.AsSingleton(self._duplicated)]
+            tags.append(DUPLICATE_GROUP_TAG)
+        parsed = raw_batches | "ParseBatch" >> beam.ParDo(
+            _ParseBatch(self._cfg), *side
+        ).with_outputs(*tags, main="docs")
+        if self._duplicated is None:
+            return Outputs(docs=parsed.docs, **{DEAD_LETTER_TAG: parsed[DEAD_LETTER_TAG]})
+        kept = (
+            parsed[DUPLICATE_GROUP_TAG]
+            | "GroupDuplicates" >> beam.GroupByKey()
+            | "KeepFirstOfGroup"
+            >> beam.ParDo(keep_first_of_group).with_outputs(DEAD_LETTER_TAG, main="kept")
+        )
+        kept_batches = kept.kept | "BatchKept" >> beam.BatchElements(
+            min_batch_size=1, max_batch_size=self._batch_size
+        )
+        return Outputs(
+            docs=(parsed.docs, kept_batches) | "AllDocs" >> beam.Flatten(),
+            **{
+                DEAD_LETTER_TAG: (parsed[DEAD_LETTER_TAG], kept[DEAD_LETTER_TAG])
+                | "AllParseDeadLetters" >> beam.Flatten()
+            },
+        )
+
+
+def _in_global_window(value):
+    return WindowedValue(value, window.GlobalWindow().max_timestamp(), [window.GlobalWindow()])
+
+
+class _EncodeBatch(beam.DoFn):
+    """Encodes batches one step ahead on a helper thread; emits token counts per bundle.
+
+    TensorFlow releases the GIL while the graph runs, so batch ``i + 1`` is
+    encoded on the helper thread while this thread hands batch ``i`` on to
+    the fused steps after it (routing, framing, statistics) and reads and
+    parses the next batch: Python and TF work overlap on two cores. Output
+    order does not matter downstream; the last batch is emitted when the
+    bundle finishes.
+    """
+
+    def __init__(self, steps, cfg: DataConfig, preprocess: PreprocessConfig):
         self._steps = tuple(steps)
         self._cfg = cfg
-        self._cleaner = None
+        self._preprocess = preprocess
+        self._encoder = None
 
     def setup(self):
-        from doctags_core.cleaning import make_batch_cleaner
+        from concurrent.futures import ThreadPoolExecutor
 
-        self._cleaner = make_batch_cleaner(self._steps)
+        from beam_preprocess.encode import make_batch_encoder
+
+        p = self._preprocess
+        self._encoder = make_batch_encoder(self._steps, p.keep_raw_text, p.vocab_shards)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+
+    def start_bundle(self):
+        self._pending = None
+        self._encoder.drain_counts()  # a retried bundle starts from zero
 
     def process(self, docs):
-        yield batches.clean_batch(docs, self._cleaner, self._cfg)
+        future = self._pool.submit(batches.encode_batch, docs, self._encoder, self._cfg)
+        previous, self._pending = self._pending, future
+        if previous is not None:
+            yield previous.result()
+
+    def finish_bundle(self):
+        if self._pending is not None:
+            yield _in_global_window(self._pending.result())
+            self._pending = None
+        for shard_counts in batches.token_count_shards(self._encoder.drain_counts()):
+            yield beam.pvalue.TaggedOutput(TOKEN_COUNTS_TAG, _in_global_window(shard_counts))
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
-class CleanAndTokenize(beam.PTransform):
-    """Applies the shared TF cleaning to each batch and assigns splits."""
+class CleanAndEncode(beam.PTransform):
+    """Shared TF cleaning, tokenizing, Example serialization and token counts.
 
-    def __init__(self, steps, cfg: DataConfig):
+    One traced TF graph per batch (`beam_preprocess.encode`); splits are
+    assigned by id hash just before, because counts cover train only.
+
+    Returns:
+        ``batches``: `batches.DocBatch` elements; ``token_counts``:
+        ``(shard, (tokens, counts, document_counts))``, one per shard and
+        bundle.
+    """
+
+    def __init__(self, steps, cfg: DataConfig, preprocess: PreprocessConfig):
         super().__init__()
         self._steps = steps
         self._cfg = cfg
+        self._preprocess = preprocess
 
     def expand(self, doc_batches):
-        return doc_batches | "CleanBatch" >> beam.ParDo(_CleanBatch(self._steps, self._cfg))
-
-
-class _SerializeBySplit(beam.DoFn):
-    def __init__(self, keep_raw_text: bool):
-        self._keep_raw_text = keep_raw_text
-
-    def process(self, batch):
-        for split, example in batches.serialize_batch(batch, self._keep_raw_text):
-            yield beam.pvalue.TaggedOutput(split, example)
+        out = doc_batches | "EncodeBatch" >> beam.ParDo(
+            _EncodeBatch(self._steps, self._cfg, self._preprocess)
+        ).with_outputs(TOKEN_COUNTS_TAG, main="batches")
+        return Outputs(batches=out.batches, token_counts=out[TOKEN_COUNTS_TAG])
 
 
 class WriteExamples(beam.PTransform):
-    """Writes gzip TFRecord shards of tf.train.Example, one directory per split."""
+    """Writes gzip TFRecord shards of tf.train.Example, one directory per split.
+
+    Batches go to the shuffle-free `sinks.WriteTFRecordBatches`; the output
+    is ``{split: {"files": n, "examples": n}}``.
+    """
 
     def __init__(self, data_dir: str, cfg: PreprocessConfig):
         super().__init__()
         self._data_dir = data_dir
         self._cfg = cfg
 
-    def expand(self, cleaned):
-        by_split = cleaned | "SerializeBySplit" >> beam.ParDo(
-            _SerializeBySplit(self._cfg.keep_raw_text)
-        ).with_outputs(*schema_splits())
-        for split in schema_splits():
-            _ = by_split[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-                schema.split_prefix(self._data_dir, split),
-                file_name_suffix=schema.RECORD_SUFFIX,
-                num_shards=self._cfg.num_shards,
-                compression_type=CompressionTypes.GZIP,
+    def expand(self, encoded):
+        return (
+            encoded
+            | "ExamplesBySplit" >> beam.FlatMap(batches.examples_by_split)
+            | "WriteTFRecords"
+            >> sinks.WriteTFRecordBatches(
+                self._data_dir,
+                schema_splits(),
+                self._cfg.num_shards,
+                self._cfg.compression_level,
             )
-        return by_split
+        )
 
 
 def schema_splits():
@@ -194,20 +371,20 @@ def schema_splits():
 class ComputeVocabulary(beam.PTransform):
     """Top-K train tokens by count, with document frequencies.
 
-    Each batch is pre-aggregated into per-shard count dicts; shards are
-    combined in parallel by key, pruned to their own top-K, and merged into
-    the global top-K. No element is ever a single token.
+    Input: ``(shard, (tokens, counts, document_counts))`` tables, already
+    aggregated per bundle by the encoder. Shards are combined in parallel by
+    key, pruned to their own top-K, and merged into the global top-K. No
+    element is ever a single token.
     """
 
     def __init__(self, cfg: PreprocessConfig):
         super().__init__()
         self._cfg = cfg
 
-    def expand(self, cleaned):
+    def expand(self, token_counts):
         cfg = self._cfg
         return (
-            cleaned
-            | "CountTokens" >> beam.FlatMap(batches.count_train_tokens, cfg.vocab_shards)
+            token_counts
             | "MergeCountsPerShard" >> beam.CombinePerKey(combiners.MergeTokenCountsFn())
             | "TopKPerShard"
             >> beam.Map(lambda kv: combiners.top_tokens(kv[1], cfg.vocab_size, cfg.min_count))
@@ -218,9 +395,9 @@ class ComputeVocabulary(beam.PTransform):
 class ComputeStatistics(beam.PTransform):
     """Documents per split, label counts and token-length histogram."""
 
-    def expand(self, cleaned):
+    def expand(self, encoded):
         return (
-            cleaned
+            encoded
             | "BatchStatistics" >> beam.Map(batches.batch_statistics)
             | "MergeStatistics" >> beam.CombineGlobally(combiners.StatisticsFn())
         )
@@ -241,7 +418,10 @@ class WriteDeadLetters(beam.PTransform):
             >> beam.io.WriteToText(
                 os.path.join(self._data_dir, schema.DEAD_LETTER_DIR, "part"),
                 file_name_suffix=".jsonl",
-                num_shards=1,
+                # 0: each bundle writes its own file. A fixed count would group
+                # every dead letter by shard first (held in memory by the
+                # DirectRunner), which matters when dedupe removes many.
+                num_shards=0,
             )
         )
         return (

@@ -4,8 +4,10 @@ doctags preprocess --config C [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
 doctags train      --config C
 doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
-doctags predict    --model DIR (TEXT ... | --input FILE)
+doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
+doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
 doctags run        --config C     (all of the above, in order)
+doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import yaml  # noqa: E402
 
 from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
+from serving.errors import ServingError  # noqa: E402
 
 log = logging.getLogger("doctags")
 
@@ -70,6 +73,9 @@ def cmd_train(cfg: Config, args):
     from trainer.train import train
 
     result = train(cfg)
+    if not result.chief:  # a multi-worker run: the chief prints and writes the results
+        print(f"train: {result.epochs_run} epochs in {result.seconds:.0f}s (worker, not chief)")
+        return result
     v = result.validation_metrics
     print(
         f"train: {result.epochs_run} epochs in {result.seconds:.0f}s; validation threshold "
@@ -93,7 +99,8 @@ def cmd_evaluate(cfg: Config, args) -> dict:
 
     report = evaluate(args.model or cfg.export_dir, cfg.data_dir, cfg.eval_dir, args.split)
     print(format_report(report))
-    print(f"report: {os.path.join(cfg.eval_dir, f'metrics_{args.split}.json')}")
+    print(f"metrics: {os.path.join(cfg.eval_dir, f'metrics_{args.split}.json')}")
+    print(f"report:  {os.path.join(cfg.eval_dir, f'report_{args.split}.html')}")
     return report
 
 
@@ -116,19 +123,68 @@ def format_predictions(texts: list[str], predictions, width: int = 70) -> str:
 
 
 def cmd_predict(args) -> list:
-    """Tags texts given on the command line or in a file (one per line)."""
-    from serving.model import Tagger
+    """Tags texts given on the command line or in a file (one per line).
 
+    With ``--server`` the texts go to a TF Serving compatible server (REST
+    ``http://host:port`` or ``grpc://host:port``) instead of a local SavedModel.
+    """
     texts = list(args.texts) + (_read_inputs(args.input) if args.input else [])
     if not texts:
         raise SystemExit("doctags predict: give TEXT arguments or --input FILE")
-    predictions = Tagger(args.model).predict(texts)
+    if args.server:
+        from serving.client import connect
+
+        try:
+            client = connect(args.server, args.model_name, args.model_version)
+        except ValueError as e:
+            raise SystemExit(f"doctags predict: error: {e}") from None
+        predictions = [
+            row for i in range(0, len(texts), 256) for row in client.tag(texts[i : i + 256])
+        ]
+    else:
+        from serving.model import Tagger
+
+        predictions = Tagger(args.model).predict(texts)
     if args.json:
         for text, tags in zip(texts, predictions):
             print(json.dumps({"text": text, "tags": [{"tag": t, "score": s} for t, s in tags]}))
     else:
         print(format_predictions(texts, predictions))
     return predictions
+
+
+def cmd_serve(args) -> None:
+    """Serves a model base path over TF Serving's REST and gRPC APIs until stopped."""
+    from serving.batching import BatchingOptions
+    from serving.server import ServerOptions, serve_forever
+
+    try:
+        batching = BatchingOptions(
+            max_batch_size=args.max_batch_size,
+            batch_timeout_micros=args.batch_timeout_micros,
+            max_enqueued_batches=args.max_enqueued_batches,
+            num_batch_threads=args.num_batch_threads,
+            enabled=not args.disable_batching,
+        )
+        if args.batching_parameters_file:
+            from serving.batching_config import parse_batching_parameters
+
+            with open(args.batching_parameters_file, encoding="utf-8") as f:
+                batching = parse_batching_parameters(f.read(), batching)
+    except ValueError as e:
+        raise SystemExit(f"doctags serve: error: {e}") from None
+    serve_forever(
+        ServerOptions(
+            model_base_path=args.model_base_path,
+            model_name=args.model_name,
+            host=args.host,
+            rest_port=None if args.rest_port < 0 else args.rest_port,
+            grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+            batching=batching,
+            max_request_bytes=args.max_request_bytes,
+            poll_seconds=args.file_system_poll_wait_seconds,
+        )
+    )
 
 
 def cmd_run(cfg: Config, args) -> dict:
@@ -182,12 +238,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="SavedModel (default: the config's export)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p = with_config("run", "preprocess, train, export and evaluate")
-    p = sub.add_parser("predict", help="tag raw texts with an exported model")
-    p.add_argument("--model", required=True, help="SavedModel version dir or base path")
+    p = sub.add_parser("predict", help="tag raw texts with an exported model or a server")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="SavedModel version dir or base path")
+    where.add_argument(
+        "--server", help="TF Serving / doctags serve URL: http://host:8501 or grpc://host:8500"
+    )
+    p.add_argument("--model-name", help="served model name (with --server)")
+    p.add_argument("--model-version", type=int, help="pin a served version (with --server)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--input", help="file with one text per line ('-' for stdin)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = sub.add_parser("serve", help="serve a model base path over TF Serving's REST and gRPC APIs")
+    p.add_argument("--model-base-path", required=True, help="directory of numbered versions")
+    p.add_argument("--model-name", help="name in URLs (default: the base path's last part)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    p.add_argument("--rest-port", type=int, default=8501, help="0: any free port, -1: off")
+    p.add_argument("--grpc-port", type=int, default=8500, help="0: any free port, -1: off")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--batch-timeout-micros", type=int, default=0)
+    p.add_argument("--max-enqueued-batches", type=int, default=100)
+    p.add_argument("--num-batch-threads", type=int, default=2)
+    p.add_argument("--disable-batching", action="store_true")
+    p.add_argument("--batching-parameters-file", help="TF Serving batching parameters (text proto)")
+    p.add_argument("--max-request-bytes", type=int, default=8 << 20)
+    p.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
+    from doctags_core.synth import add_arguments as add_synth_arguments
+
+    add_synth_arguments(sub.add_parser("synth", help="generate a synthetic labelled corpus"))
     return parser
+
+
+def cmd_synth(args) -> list[str]:
+    """Writes a synthetic corpus (`doctags_core.synth`) and prints where."""
+    from doctags_core.synth import spec_from_args, write_corpus
+
+    started = time.time()
+    spec = spec_from_args(args)
+    paths = write_corpus(spec, args.out, args.format, workers=args.workers)
+    print(
+        f"synth: {spec.documents} documents, {spec.labels} labels in {len(paths)} "
+        f"{args.format} shard(s) in {time.time() - started:.1f}s -> {args.out}"
+    )
+    return paths
 
 
 COMMANDS = {
@@ -215,12 +308,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             cmd_predict(args)
+        elif args.command == "serve":
+            cmd_serve(args)
+        elif args.command == "synth":
+            cmd_synth(args)
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
     except (ConfigError, FileNotFoundError, FileExistsError) as e:
         print(f"doctags {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ServingError as e:
+        print(f"doctags {args.command}: server error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

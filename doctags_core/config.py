@@ -32,7 +32,11 @@ class DataConfig:
     Attributes:
         input_pattern: Glob(s) of input files, relative to the config file's
             directory unless absolute. Several globs may be given as a list.
-        format: ``jsonl`` or ``csv``; ``auto`` picks by file extension.
+        format: ``jsonl``, ``csv``, ``parquet`` or ``tfrecord`` (of
+            ``tf.train.Example`` with the fields below as bytes features);
+            ``auto`` picks by file extension (``.jsonl``/``.ndjson``/
+            ``.json``, ``.csv``, ``.parquet``/``.pq``,
+            ``.tfrecord``/``.tfrecords``, each optionally ``.gz``).
         id_field: Field holding a unique document id, used for deterministic
             splitting. ``None`` derives the id from a hash of the text.
         text_fields: Fields joined (with a newline) into the document text.
@@ -91,9 +95,20 @@ class PreprocessConfig:
         vocab_size: Keep at most this many tokens (most frequent first).
         min_count: Drop tokens seen fewer times in the train split.
         vocab_shards: Key space for the distributed token count combine.
-        num_shards: TFRecord shards per split (0 lets the runner decide).
+        num_shards: TFRecord files per split written by each writer bundle
+            (round-robin over batches). The DirectRunner runs one bundle per
+            worker, so this is the shard count there; runners with many
+            bundles write more, smaller files. Fixed global counts would
+            need a shuffle of every record (0 means 1).
         keep_raw_text: Store the raw text in each example, for end-to-end
             evaluation of the exported model and skew checks.
+        compression_level: gzip level of the TFRecords, 1 (fastest) to 9
+            (smallest); 1-3 are ISA-L's levels (several times faster than
+            zlib), 4-9 zlib's. Level 1 writes ~4x faster than zlib's default
+            6, for files about 8% larger.
+        dedupe: Drop exact duplicates (same text up to case and whitespace),
+            keeping the document with the smallest id; the others are
+            dead letters with reason ``duplicate``. Reads the input twice.
     """
 
     runner: str = "DirectRunner"
@@ -105,11 +120,32 @@ class PreprocessConfig:
     vocab_shards: int = 16
     num_shards: int = 2
     keep_raw_text: bool = True
+    compression_level: int = 1
+    dedupe: bool = False
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network shape. ``family`` picks the builder in `trainer.models`."""
+    """Network shape and tokenization.
+
+    Attributes:
+        family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
+            attention pooling), ``transformer`` (small encoder) or
+            ``tfidf_mlp`` (bag of words, IDF from the Beam document counts).
+        sequence_length: Token ids per document (sequence families).
+        embedding_dim: Embedding width (also the Transformer's model width).
+        hidden_units: Dense layer width (dnn, cnn, tfidf_mlp).
+        dropout: Dropout rate.
+        conv_filters: Filters per kernel width (cnn).
+        kernel_sizes: Convolution widths (cnn).
+        rnn_units: GRU units per direction (bigru).
+        transformer_layers: Encoder blocks (transformer).
+        transformer_heads: Attention heads (transformer).
+        transformer_ff_dim: Feed-forward width (transformer).
+        tokenizer: ``word``, or ``wordpiece`` (subwords learned from the Beam
+            word counts by tensorflow-text, split inside the exported graph).
+        wordpiece_vocab_size: Target WordPiece vocabulary size.
+    """
 
     family: str = "cnn"
     sequence_length: int = 300
@@ -118,6 +154,12 @@ class ModelConfig:
     dropout: float = 0.3
     conv_filters: int = 128
     kernel_sizes: tuple[int, ...] = (3, 4, 5)
+    rnn_units: int = 64
+    transformer_layers: int = 2
+    transformer_heads: int = 4
+    transformer_ff_dim: int = 256
+    tokenizer: str = "word"
+    wordpiece_vocab_size: int = 8000
 
 
 @dataclass(frozen=True)
@@ -136,6 +178,20 @@ class TrainingConfig:
             (0 = leave as is); how multi-device code is tested without GPUs.
         shuffle_buffer: Examples held by the shuffle buffer.
         seed: Seed for weights and shuffling.
+        per_replica_batch_size: 0 uses ``batch_size`` as the global batch;
+            N > 0 makes the global batch N x replicas (all replicas of all
+            workers), and ``batch_size`` is then only the reference batch
+            for ``learning_rate_scaling``.
+        learning_rate_scaling: ``none`` uses ``learning_rate`` as given;
+            ``linear`` multiplies it by global batch / ``batch_size`` (the
+            linear scaling rule, Goyal et al. 2017), which only changes
+            anything when ``per_replica_batch_size`` sets the global batch.
+        checkpoint_every_steps: Save the resumable training state (weights,
+            optimizer, epoch, step, data position) every N steps, and at
+            every epoch end; 0 saves at epoch ends only.
+        mixed_precision: ``float32``, or ``mixed_float16`` (float16 compute,
+            float32 weights and output layer, dynamic loss scaling).
+        jit_compile: XLA-compile the per-replica train and eval steps.
     """
 
     batch_size: int = 64
@@ -147,16 +203,56 @@ class TrainingConfig:
     logical_cpu_devices: int = 0
     shuffle_buffer: int = 10000
     seed: int = 42
+    per_replica_batch_size: int = 0
+    learning_rate_scaling: str = "none"
+    checkpoint_every_steps: int = 200
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training loss (see `trainer.losses`).
+
+    Attributes:
+        name: ``bce``, ``weighted_bce`` or ``focal``.
+        pos_weight_power: ``weighted_bce`` weight is ``((N - n) / n) ** power``;
+            0.5 (square root) tempers the weight of very rare labels.
+        pos_weight_cap: Upper bound on a label's positive weight.
+        focal_gamma: Focusing parameter of the focal loss.
+        focal_alpha: Class-balance weight of the focal loss (None: off).
+    """
+
+    name: str = "bce"
+    pos_weight_power: float = 0.5
+    pos_weight_cap: float = 30.0
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
 
 
 @dataclass(frozen=True)
 class ThresholdConfig:
-    """Decision-threshold sweep on the validation split."""
+    """Decision thresholds, tuned on the validation split only.
+
+    Attributes:
+        start: First threshold of the sweep grid.
+        stop: Last threshold of the sweep grid.
+        step: Grid step.
+        metric: What the global sweep maximises.
+        per_label: Also tune one threshold per label (label F1 on
+            validation); labels with fewer than ``min_positives`` validation
+            positives keep the global threshold.
+        min_positives: See ``per_label``.
+        always_top1: Always return at least the best-scoring tag.
+    """
 
     start: float = 0.05
     stop: float = 0.95
     step: float = 0.05
     metric: str = "micro_f1"
+    per_label: bool = False
+    min_positives: int = 3
+    always_top1: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +281,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
@@ -212,11 +309,15 @@ class Config:
         return os.path.join(self.output_dir, "eval")
 
 
-MODEL_FAMILIES = ("dnn", "cnn")
-FORMATS = ("auto", "jsonl", "csv")
+MODEL_FAMILIES = ("dnn", "cnn", "bigru", "transformer", "tfidf_mlp")
+FORMATS = ("auto", "jsonl", "csv", "parquet", "tfrecord")
 RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 MONITORS = ("val_loss", "val_pr_auc", "val_roc_auc")
+LR_SCALING = ("none", "linear")
+PRECISIONS = ("float32", "mixed_float16")
 THRESHOLD_METRICS = ("micro_f1", "macro_f1", "samples_f1")
+LOSSES = ("bce", "weighted_bce", "focal")
+TOKENIZERS = ("word", "wordpiece")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -316,13 +417,34 @@ def _validate(cfg: Config) -> None:
         _check(getattr(p, key) >= 1, f"preprocess.{key}", "must be at least 1")
     _check(p.num_shards >= 0, "preprocess.num_shards", "must be 0 (runner decides) or more")
     _check(
+        1 <= p.compression_level <= 9,
+        "preprocess.compression_level",
+        f"must be a zlib level from 1 to 9, got {p.compression_level}",
+    )
+    _check(
         m.family in MODEL_FAMILIES,
         "model.family",
         f"must be one of {MODEL_FAMILIES}, got {m.family!r}",
     )
-    for key in ("sequence_length", "embedding_dim", "hidden_units", "conv_filters"):
+    for key in (
+        "sequence_length",
+        "embedding_dim",
+        "hidden_units",
+        "conv_filters",
+        "rnn_units",
+        "transformer_layers",
+        "transformer_heads",
+        "transformer_ff_dim",
+    ):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
     _check(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)")
+    _check(m.tokenizer in TOKENIZERS, "model.tokenizer", f"must be one of {TOKENIZERS}")
+    _check(m.wordpiece_vocab_size >= 100, "model.wordpiece_vocab_size", "must be at least 100")
+    _check(
+        not (m.tokenizer == "wordpiece" and m.family == "tfidf_mlp"),
+        "model.tokenizer",
+        "wordpiece needs a sequence family (IDF weights exist for words only)",
+    )
     _check(bool(m.kernel_sizes), "model.kernel_sizes", "needs at least one width")
     _check(all(k >= 1 for k in m.kernel_sizes), "model.kernel_sizes", "widths must be >= 1")
     for key in ("batch_size", "epochs", "shuffle_buffer"):
@@ -331,8 +453,31 @@ def _validate(cfg: Config) -> None:
     _check(t.early_stopping_patience >= 0, "training.early_stopping_patience", "must be >= 0")
     _check(t.monitor in MONITORS, "training.monitor", f"must be one of {MONITORS}")
     _check(t.logical_cpu_devices >= 0, "training.logical_cpu_devices", "must be >= 0")
+    _check(t.per_replica_batch_size >= 0, "training.per_replica_batch_size", "must be >= 0")
+    _check(
+        t.learning_rate_scaling in LR_SCALING,
+        "training.learning_rate_scaling",
+        f"must be one of {LR_SCALING}",
+    )
+    _check(t.checkpoint_every_steps >= 0, "training.checkpoint_every_steps", "must be >= 0")
+    _check(
+        t.mixed_precision in PRECISIONS,
+        "training.mixed_precision",
+        f"must be one of {PRECISIONS}",
+    )
     _check(0 < th.start <= th.stop < 1, "threshold.start", "need 0 < start <= stop < 1")
     _check(th.step > 0, "threshold.step", "must be positive")
+    _check(th.min_positives >= 1, "threshold.min_positives", "must be at least 1")
+    lc = cfg.loss
+    _check(lc.name in LOSSES, "loss.name", f"must be one of {LOSSES}, got {lc.name!r}")
+    _check(lc.pos_weight_power >= 0, "loss.pos_weight_power", "must be >= 0")
+    _check(lc.pos_weight_cap >= 1, "loss.pos_weight_cap", "must be >= 1")
+    _check(lc.focal_gamma >= 0, "loss.focal_gamma", "must be >= 0")
+    _check(
+        lc.focal_alpha is None or 0 < lc.focal_alpha < 1,
+        "loss.focal_alpha",
+        "must be in (0, 1) or null",
+    )
     _check(
         th.metric in THRESHOLD_METRICS, "threshold.metric", f"must be one of {THRESHOLD_METRICS}"
     )

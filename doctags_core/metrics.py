@@ -102,6 +102,44 @@ def sweep_threshold(
     return best["threshold"], curve
 
 
+def per_label_thresholds(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    grid: np.ndarray,
+    fallback: float,
+    min_positives: int,
+) -> list[float]:
+    """One threshold per label maximising that label's F1 on the given split.
+
+    Call it with VALIDATION scores only. A label with fewer than
+    ``min_positives`` positives there keeps ``fallback`` (the global
+    threshold): tuning on one or two examples would just memorise them.
+    """
+    thresholds = []
+    for i in range(y_true.shape[1]):
+        y = y_true[:, i]
+        if y.sum() < min_positives:
+            thresholds.append(float(fallback))
+            continue
+        pred = scores[:, i][:, None] >= grid[None, :]
+        tp = (pred & (y[:, None] == 1)).sum(axis=0)
+        fp = (pred & (y[:, None] == 0)).sum(axis=0)
+        fn = y.sum() - tp
+        f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        best = np.flatnonzero(f1 == f1.max())
+        # Among ties, the threshold nearest the global one (least surprise).
+        thresholds.append(float(grid[best[np.argmin(np.abs(grid[best] - fallback))]]))
+    return thresholds
+
+
+def apply_thresholds(scores: np.ndarray, thresholds, always_top1: bool = False) -> np.ndarray:
+    """0/1 decisions as the exported graph makes them (optionally top-1 always on)."""
+    pred = (scores >= np.asarray(thresholds, dtype=scores.dtype)[None, :]).astype(np.int8)
+    if always_top1 and scores.shape[1]:
+        pred[np.arange(len(scores)), scores.argmax(axis=1)] = 1
+    return pred
+
+
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """A plain fixed-width table for terminals and logs."""
 

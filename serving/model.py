@@ -15,6 +15,24 @@ SIGNATURE = "serving_default"
 LABELS_ASSET = "labels.txt"
 
 
+def load_saved_model(path: str, **kwargs):
+    """``tf.saved_model.load``, registering tensorflow-text ops only if needed.
+
+    A word-level export uses core TF ops only and loads with TensorFlow
+    alone. A WordPiece export uses tensorflow-text's tokenizer op, which TF
+    Serving links; here the op library is imported on demand, then loading
+    is retried.
+    """
+    try:
+        return tf.saved_model.load(path, **kwargs)
+    except (tf.errors.NotFoundError, ValueError) as e:
+        if "not registered" not in str(e) and "Op type" not in str(e):
+            raise
+        import tensorflow_text  # noqa: F401  (registers the ops)
+
+        return tf.saved_model.load(path, **kwargs)
+
+
 def resolve_version_dir(path: str) -> str:
     """Accepts a version directory or a model base path (highest version wins)."""
     if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
@@ -35,7 +53,7 @@ class Tagger:
 
     def __init__(self, path: str):
         self.path = resolve_version_dir(path)
-        self._loaded = tf.saved_model.load(self.path)
+        self._loaded = load_saved_model(self.path)
         self._serve = self._loaded.signatures[SIGNATURE]
         with tf.io.gfile.GFile(os.path.join(self.path, "assets", LABELS_ASSET)) as f:
             self.labels = [line.rstrip("\n") for line in f if line.strip()]

@@ -9,8 +9,7 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_preprocess import transforms
-from beam_preprocess.batches import DocBatch
+from beam_preprocess import records, transforms
 from beam_preprocess.pipeline import run_preprocess
 from doctags_core import schema
 from doctags_core.config import DataConfig, PreprocessConfig, load_config
@@ -31,7 +30,7 @@ def test_parse_documents_transform_separates_dead_letters():
     with TestPipeline(argv=DIRECT) as p:
         out = (
             p
-            | "Rows" >> beam.Create(rows)
+            | "Batches" >> beam.Create([rows[:2], rows[2:]])  # readers emit record batches
             | "Parse" >> transforms.ParseDocuments(CFG, batch_size=2)
         )
         ids = out.docs | "Ids" >> beam.FlatMap(lambda docs: [d.doc_id for d in docs])
@@ -52,25 +51,23 @@ def test_parse_documents_transform_separates_dead_letters():
         )
 
 
-def _batch(tokens_per_doc, splits):
-    n = len(tokens_per_doc)
-    return DocBatch(
-        ids=[str(i) for i in range(n)],
-        texts=[""] * n,
-        labels=[("a",)] * n,
-        splits=splits,
-        tokens=[[t.encode() for t in doc.split()] for doc in tokens_per_doc],
-    )
+def _docs(texts, splits):
+    return [
+        records.Document(str(i), text, ("a",), split)
+        for i, (text, split) in enumerate(zip(texts, splits))
+    ]
 
 
 def test_compute_vocabulary_counts_train_only_with_min_count_and_top_k():
+    cfg = DataConfig(input_pattern=("x",), validation_fraction=0.0)
     batches = [
-        _batch(["oil oil wheat", "oil corn"], ["train", "train"]),
-        _batch(["wheat oil rare", "secret secret secret"], ["train", "test"]),
+        _docs(["oil oil wheat", "oil corn"], ["train", "train"]),
+        _docs(["wheat oil rare", "secret secret secret"], ["train", "test"]),
     ]
-    cfg = PreprocessConfig(vocab_size=2, min_count=2, vocab_shards=3)
+    pcfg = PreprocessConfig(vocab_size=2, min_count=2, vocab_shards=3)
     with TestPipeline(argv=DIRECT) as p:
-        vocab = p | beam.Create(batches) | transforms.ComputeVocabulary(cfg)
+        encoded = p | beam.Create(batches) | transforms.CleanAndEncode(["lowercase"], cfg, pcfg)
+        vocab = encoded.token_counts | transforms.ComputeVocabulary(pcfg)
         # (count, token, document_count); "secret" is test-only, "rare"/"corn" < min_count
         assert_that(vocab, equal_to([[(4, b"oil", 3), (2, b"wheat", 2)]]))
 
@@ -110,7 +107,11 @@ def test_planted_bad_rows_are_all_accounted_for(tmp_path):
         small_config(tmp_path, "unused"),
         {"data.input_pattern": [str(jsonl), str(csv_path)]},
     )
+    stale = os.path.join(cfg.data_dir, ".temp-killed-run")  # a killed run's leftovers
+    os.makedirs(stale)
+    open(os.path.join(stale, "train-x.tfrecord.gz"), "wb").close()
     metadata = run_preprocess(cfg, DIRECT)
+    assert not os.path.exists(stale)
 
     n_good = len(good) + 2
     n_bad = len(planted) + 1
@@ -118,6 +119,7 @@ def test_planted_bad_rows_are_all_accounted_for(tmp_path):
     assert metadata["documents"]["total"] == n_good
     assert metadata["dead_letter"]["total"] == n_bad
     assert metadata["all_records_accounted_for"] is True
+    assert metadata["all_documents_written"] is True
 
     dead = [
         json.loads(line)

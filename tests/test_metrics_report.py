@@ -58,3 +58,22 @@ def test_html_report_is_one_file_with_the_plots():
     assert page.startswith("<!doctype html>")
     assert page.count("data:image/png;base64,") == 4
     assert "&lt;crude&gt;" in page and "<crude>" not in page
+
+
+def test_per_label_thresholds_tune_only_labels_with_enough_positives():
+    from doctags_core.metrics import apply_thresholds, per_label_thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((200, 3), np.int8)
+    y[:40, 0] = 1  # frequent label, positives scored around 0.3
+    y[:2, 2] = 1  # too rare to tune
+    s = rng.random((200, 3)) * 0.2
+    s[:40, 0] = 0.3 + rng.random(40) * 0.05
+    grid = threshold_grid(0.05, 0.95, 0.05)
+    th = per_label_thresholds(y, s, grid, fallback=0.5, min_positives=3)
+    assert 0.2 <= th[0] <= 0.3  # found below the global 0.5
+    assert th[1] == 0.5 and th[2] == 0.5  # no / too few positives: global fallback
+    pred = apply_thresholds(s, th)
+    assert pred[:40, 0].all() and not pred[40:, 0].any()
+    top1 = apply_thresholds(s, [0.99] * 3, always_top1=True)
+    assert (top1.sum(axis=1) == 1).all()

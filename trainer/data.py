@@ -8,6 +8,7 @@ streamed from disk, never loaded into memory.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import keras
@@ -27,13 +28,19 @@ def load_labels(data_dir: str) -> list[str]:
     return read_lines(os.path.join(data_dir, schema.LABELS_FILE))
 
 
-def load_label_priors(data_dir: str, labels: list[str]) -> list[float]:
-    """Share of train documents carrying each label, from the Beam metadata."""
+def load_label_counts(data_dir: str, labels: list[str]) -> tuple[list[int], int]:
+    """Train documents per label (in ``labels`` order) and train documents in all."""
     with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
         metadata = json.load(f)
-    n_train = max(metadata["documents"]["train"], 1)
     counts = metadata["label_counts"]
-    return [counts.get(label, {}).get("train", 0) / n_train for label in labels]
+    per_label = [counts.get(label, {}).get("train", 0) for label in labels]
+    return per_label, metadata["documents"]["train"]
+
+
+def load_label_priors(data_dir: str, labels: list[str]) -> list[float]:
+    """Share of train documents carrying each label, from the Beam metadata."""
+    counts, n_train = load_label_counts(data_dir, labels)
+    return [c / max(n_train, 1) for c in counts]
 
 
 def make_vectorizer(vocabulary: list[str], sequence_length: int) -> keras.layers.TextVectorization:
@@ -51,6 +58,90 @@ def make_vectorizer(vocabulary: list[str], sequence_length: int) -> keras.layers
         output_sequence_length=sequence_length,
         vocabulary=vocabulary,
     )
+
+
+def load_idf_weights(data_dir: str, vocabulary: list[str]) -> list[float]:
+    """IDF of each vocabulary token from the Beam job's train document counts.
+
+    Uses the formula Keras' own ``adapt()`` would, ``log(1 + N / (1 + df))``,
+    but from counts computed by the distributed combine, never by a pass over
+    the corpus here.
+    """
+    with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
+        n_docs = json.load(f)["documents"]["train"]
+    document_counts = {}
+    with tf.io.gfile.GFile(os.path.join(data_dir, schema.VOCAB_COUNTS_FILE)) as f:
+        next(f)  # header
+        for line in f:
+            token, _, df = line.rstrip("\n").split("\t")
+            document_counts[token] = int(df)
+    return [math.log(1 + n_docs / (1 + document_counts.get(t, 0))) for t in vocabulary]
+
+
+WORDPIECE_VOCAB_FILE = "wordpiece_vocab.txt"
+
+
+def learn_wordpiece(cfg, save: bool = True) -> list[str]:
+    """Learns the WordPiece vocabulary from the Beam word counts.
+
+    Training calls this (every worker learns the same, deterministic pieces;
+    only the chief saves them into the model dir); the export then reads the
+    saved file, so training and serving use exactly the same pieces.
+    """
+    from trainer.wordpiece import learn_vocabulary, read_word_counts
+
+    pieces = learn_vocabulary(read_word_counts(cfg.data_dir), cfg.model.wordpiece_vocab_size)
+    if save:
+        tf.io.gfile.makedirs(cfg.model_dir)
+        with tf.io.gfile.GFile(os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE), "w") as f:
+            f.write("".join(p + "\n" for p in pieces))
+    return pieces
+
+
+def make_model_vectorizer(cfg, wordpiece_vocabulary=None) -> keras.layers.TextVectorization:
+    """The vectorizer the configured model reads: word ids, WordPiece ids or TF-IDF.
+
+    Training and export both call this, so they cannot disagree.
+
+    Args:
+        cfg: The experiment `Config` (its data and model directories).
+        wordpiece_vocabulary: Pieces from `learn_wordpiece`; by default they
+            are read from the model directory.
+
+    Raises:
+        FileNotFoundError: for ``wordpiece`` before `learn_wordpiece` saved.
+    """
+    from trainer.models import INPUT_KINDS
+
+    if cfg.model.tokenizer == "wordpiece":
+        from trainer.wordpiece import WordpieceSplitter
+
+        pieces = wordpiece_vocabulary
+        if pieces is None:
+            path = os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE)
+            if not tf.io.gfile.exists(path):
+                raise FileNotFoundError(f"{path} is missing; training learns it")
+            pieces = read_lines(path)
+        splitter = WordpieceSplitter(pieces)
+        layer = keras.layers.TextVectorization(
+            standardize=None,
+            split=splitter,
+            output_mode="int",
+            output_sequence_length=cfg.model.sequence_length,
+            vocabulary=pieces,
+        )
+        layer.wordpiece_splitter = splitter  # tracked, so its table is saved with the model
+        return layer
+    vocabulary = load_vocabulary(cfg.data_dir)
+    if INPUT_KINDS[cfg.model.family] == "tf_idf":
+        return keras.layers.TextVectorization(
+            standardize=None,
+            split="whitespace",
+            output_mode="tf_idf",
+            vocabulary=vocabulary,
+            idf_weights=load_idf_weights(cfg.data_dir, vocabulary),
+        )
+    return make_vectorizer(vocabulary, cfg.model.sequence_length)
 
 
 def make_label_encoder(labels: list[str]) -> keras.layers.StringLookup:

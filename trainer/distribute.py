@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import tensorflow as tf
 
 from doctags_core.config import TrainingConfig
+from trainer import tf_config
 
 
 def configure_logical_cpus(count: int) -> None:
@@ -37,31 +35,21 @@ def configure_logical_cpus(count: int) -> None:
         ) from e
 
 
-def is_multi_worker() -> bool:
-    """True when TF_CONFIG describes a cluster with more than one worker."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return False
-    cluster = json.loads(raw).get("cluster", {})
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", [])) > 1
-
-
 def make_strategy(cfg: TrainingConfig) -> tf.distribute.Strategy:
-    """MirroredStrategy over the configured devices, all GPUs, or the CPU(s).
+    """The strategy for this process: one code path, three layouts.
 
-    With ``logical_cpu_devices`` > 1 and no GPU, the logical CPUs are the
-    replicas, which is how the multi-replica path is tested here.
-
-    Raises:
-        NotImplementedError: for a multi-worker TF_CONFIG; Keras 3 model.fit
-            fails under MultiWorkerMirroredStrategy (keras issue 20585), and
-            the custom loop that replaces it is not in this release.
+    - TF_CONFIG naming several workers: MultiWorkerMirroredStrategy (each
+      worker's GPUs, or its CPU; ``logical_cpu_devices`` does not add
+      replicas there). Creating it starts this worker's gRPC server, so it
+      must happen before any other TensorFlow op runs in the process.
+    - Otherwise MirroredStrategy over ``training.devices``, all GPUs, or the
+      CPU(s): with ``logical_cpu_devices`` > 1 and no GPU the logical CPUs
+      are the replicas, which is how the multi-replica path is tested here.
+      A single device still goes through MirroredStrategy, so every layout
+      runs the same distributed step.
     """
-    if is_multi_worker():
-        raise NotImplementedError(
-            "TF_CONFIG names several workers, but multi-worker training is not supported yet "
-            "(Keras 3 model.fit fails under MultiWorkerMirroredStrategy, keras issue 20585)"
-        )
+    if tf_config.current().multi_worker:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if cfg.devices:
         return tf.distribute.MirroredStrategy(devices=list(cfg.devices))
     gpus = tf.config.list_logical_devices("GPU")

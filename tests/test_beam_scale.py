@@ -1,0 +1,318 @@
+"""The Beam job at scale: streaming structure, formats, dedupe, encoder, sink."""
+
+import glob
+import gzip
+import io
+import json
+import os
+from collections import defaultdict
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_preprocess import readers, records, sinks, transforms
+from beam_preprocess.encode import make_batch_encoder
+from beam_preprocess.pipeline import build_pipeline, run_preprocess
+from doctags_core import schema, synth
+from doctags_core.cleaning import CLEANING_STEPS, make_batch_cleaner
+from doctags_core.config import ConfigError, DataConfig, config_from_dict, load_config
+from tests.conftest import REUTERS, reuters_records, small_config
+
+DIRECT = ["--runner=DirectRunner"]
+SYNTH_FIELDS = {"text_fields": ["title", "text"], "split_field": None}
+
+
+# ---------------------------------------------------------------- readers
+def test_jsonl_reader_batches_lines_like_beams_text_reader():
+    data = b'{"a": 1}\r\n{"a": 2}\n\n{"a": 3}'  # CRLF, a blank line, no final newline
+    readers._CHUNK = 5  # force lines across read boundaries
+    try:
+        got = list(readers.iter_jsonl_batches(io.BytesIO(data), "f", batch_size=3))
+    finally:
+        readers._CHUNK = 4 << 20
+    assert got == [[("f", b'{"a": 1}'), ("f", b'{"a": 2}'), ("f", b"")], [("f", b'{"a": 3}')]]
+
+
+def test_parquet_reader_reads_configured_columns_in_batches(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "x.parquet")
+    table = pa.table(
+        {
+            "id": [1, 2, 3],
+            "text": ["a", "b", None],
+            "labels": [["x"], ["x", "y"], []],
+            "unused": [b"\x00" * 10] * 3,
+        }
+    )
+    pq.write_table(table, path, row_group_size=2)
+    cfg = DataConfig(input_pattern=("x",))
+    with open(path, "rb") as f:
+        got = list(readers.iter_parquet_batches(f, path, 2, cfg))
+    assert [len(b) for b in got] == [2, 1]
+    rows = [row for batch in got for _, row in batch]
+    assert rows[1] == {"id": 2, "text": "b", "labels": ["x", "y"]}  # "unused" not read
+    with pytest.raises(records.BadRecord, match="missing_text"):
+        records.parse_record(rows[2], cfg)
+    broken = io.BytesIO(b"not a parquet file at all")
+    (dead,) = list(readers.iter_parquet_batches(broken, "bad.parquet", 2, cfg))
+    assert dead["reason"] == records.UNREADABLE_FILE
+
+
+def test_tfrecord_reader_decodes_examples_and_dead_letters_the_rest(tmp_path):
+    def example(**fields):
+        feature = {
+            k: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)) for k, v in fields.items()
+        }
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    path = str(tmp_path / "x.tfrecord.gz")
+    with tf.io.TFRecordWriter(path, "GZIP") as w:
+        w.write(example(id=[b"1"], text=[b"Oil rose"], labels=[b"crude", b"oil"]))
+        w.write(b"\xff not an example")
+        w.write(example(id=[b"2"], text=[b"caf\xe9"], labels=[b"a, b"]))
+    cfg = DataConfig(input_pattern=("x",))
+    items = list(readers.iter_tfrecord_batches(path, 10, cfg))
+    dead = [i for i in items if isinstance(i, dict)]
+    rows = [row for i in items if isinstance(i, list) for _, row in i]
+    assert [d["reason"] for d in dead] == [records.INVALID_EXAMPLE]
+    assert records.parse_record(rows[0], cfg) == records.Document(
+        "1", "Oil rose", ("crude", "oil"), None
+    )
+    with pytest.raises(records.BadRecord, match="invalid_utf8"):
+        records.parse_record(rows[1], cfg)  # undecodable bytes are caught, not crashed on
+    truncated = str(tmp_path / "corrupt.tfrecord")
+    with tf.io.TFRecordWriter(truncated) as w:
+        w.write(example(id=[b"1"], text=[b"x"], labels=[b"a"]))
+    with open(truncated, "ab") as f:
+        f.write(b"\x10" + b"\x00" * 11 + b"corrupt header checksum")
+    items = list(readers.iter_tfrecord_batches(truncated, 10, cfg))
+    assert items[-1]["reason"] == records.UNREADABLE_FILE
+    assert sum(len(i) for i in items if isinstance(i, list)) == 1
+
+
+# ---------------------------------------------------------------- encoder
+def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
+    docs = reuters_records(60, 20) + [{"id": "é" * 200, "text": "x " * 3000, "labels": []}]
+    enc = make_batch_encoder(list(CLEANING_STEPS), keep_raw_text=True, vocab_shards=4)
+    cleaner = make_batch_cleaner(list(CLEANING_STEPS))
+    want_counts = defaultdict(lambda: [0, 0])
+    for lo in (0, 50):  # two batches into the same bundle tables
+        part = docs[lo : lo + 50]
+        train = np.array([i % 3 != 0 for i in range(len(part))])
+        labels = [label for d in part for label in d["labels"]]
+        label_splits = np.cumsum([0] + [len(d["labels"]) for d in part])
+        out = enc([d["id"] for d in part], [d["text"] for d in part], labels, label_splits, train)
+        values, splits = (t.numpy() for t in cleaner(tf.constant([d["text"] for d in part])))
+        assert (splits == out.token_splits).all()
+        for i, d in enumerate(part):
+            tokens = list(values[splits[i] : splits[i + 1]])
+            want = schema.make_example(d["id"], tokens, d["labels"], d["text"])
+            assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
+            if train[i]:
+                for t in tokens:
+                    want_counts[t][0] += 1
+                for t in set(tokens):
+                    want_counts[t][1] += 1
+    counts = enc.drain_counts()
+    got = {t: [n, df] for t, n, df in zip(counts.tokens, counts.counts, counts.doc_counts)}
+    assert got == dict(want_counts)
+    assert set(counts.shards.tolist()) <= {0, 1, 2, 3}
+    assert len(enc.drain_counts().tokens) == 0  # drained
+
+
+# ---------------------------------------------------------------- sink
+def test_sink_writes_every_record_without_a_shuffle_and_an_empty_shard_per_empty_split(tmp_path):
+    data_dir = str(tmp_path / "data")
+    batches = [("train", [f"t{i}-{j}".encode() for j in range(5)]) for i in range(6)]
+    batches.append(("test", [b"only-test"]))
+    with TestPipeline(argv=DIRECT) as p:
+        summary = (
+            p
+            | beam.Create(batches)
+            | sinks.WriteTFRecordBatches(data_dir, ("train", "validation", "test"), 2, 1)
+        )
+        assert_that(
+            summary | beam.Map(lambda s: {k: v["examples"] for k, v in s.items()}),
+            equal_to([{"train": 30, "validation": 0, "test": 1}]),
+        )
+    read = {}
+    for split in ("train", "validation", "test"):
+        files = sorted(glob.glob(schema.split_pattern(data_dir, split)))
+        assert files and files[0].endswith(f"-of-{len(files):05d}.tfrecord.gz")
+        read[split] = sorted(
+            r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")
+        )
+    assert read["train"] == sorted(r for _, batch in batches[:-1] for r in batch)
+    assert read["validation"] == [] and read["test"] == [b"only-test"]
+    assert not glob.glob(os.path.join(data_dir, ".temp-*"))
+
+
+# ---------------------------------------------------------------- structure
+def _group_by_keys(cfg):
+    pipeline = beam.Pipeline(options=PipelineOptions(DIRECT))
+    build_pipeline(pipeline, cfg)
+    proto = pipeline.to_runner_api()
+    return sorted(
+        t.unique_name
+        for t in proto.components.transforms.values()
+        if t.spec.urn == "beam:transform:group_by_key:v1"
+    )
+
+
+def test_no_step_groups_documents_or_tokens(tmp_path):
+    """Every GroupByKey of the job sees file names or small tables, never documents.
+
+    The DirectRunner holds a GroupByKey's whole input in memory, so a grouping
+    of documents (e.g. a sink with a fixed shard count) breaks bounded memory.
+    This list is exhaustive: a new grouping step must be added here on purpose.
+    """
+    cfg = load_config(small_config(tmp_path, REUTERS))
+    small = [
+        "ComputeStatistics/MergeStatistics/CombinePerKey/GroupByKey",
+        "ComputeVocabulary/MergeCountsPerShard/GroupByKey",  # per-bundle token tables
+        "ComputeVocabulary/TopKGlobal/CombinePerKey/GroupByKey",
+        "CountRecordsRead/CombinePerKey/GroupByKey",  # counts
+        "ReadRawRecords/SpreadFiles/ReshufflePerKey/GroupByKey",  # file names
+        "WriteDeadLetters/CountReasons/CombinePerKey(CountCombineFn)/GroupByKey",
+        "WriteDeadLetters/ToDict/ToDict/CombinePerKey/GroupByKey",
+        "WriteDeadLetters/WriteJsonl/Write/WriteImpl/GroupByKey",  # written file names
+    ]
+    assert _group_by_keys(cfg) == sorted(small)
+    deduped = load_config(small_config(tmp_path, REUTERS, preprocess={"dedupe": True}))
+    assert _group_by_keys(deduped) == sorted(
+        small
+        + [
+            "FindDuplicates/DuplicatedHashes/CombinePerKey/GroupByKey",  # one uint64 per doc
+            "FindDuplicates/ReadRawRecords/SpreadFiles/ReshufflePerKey/GroupByKey",
+            "ParseDocuments/GroupDuplicates",  # only documents whose text repeats
+        ]
+    )
+
+
+# ---------------------------------------------------------------- formats, end to end
+def _written(data_dir):
+    out = {}
+    for split in ("train", "validation", "test"):
+        files = glob.glob(schema.split_pattern(data_dir, split))
+        for rec in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+            f = tf.train.Example.FromString(rec.numpy()).features.feature
+            out[f["id"].bytes_list.value[0].decode()] = (
+                split,
+                tuple(f["tokens"].bytes_list.value),
+                tuple(f["labels"].bytes_list.value),
+            )
+    return out
+
+
+def test_every_input_format_gives_the_same_output(tmp_path):
+    spec = synth.SynthSpec(documents=240, labels=30, documents_per_shard=80, seed=5)
+    results = {}
+    for fmt in synth.FORMATS:
+        corpus = tmp_path / fmt
+        synth.write_corpus(spec, str(corpus), fmt)
+        cfg = load_config(
+            small_config(
+                tmp_path / fmt, str(corpus / "corpus-*"), data={**SYNTH_FIELDS, "format": fmt}
+            )
+        )
+        meta = run_preprocess(cfg, DIRECT)
+        assert meta["records_read"] == meta["documents"]["total"] == 240, fmt
+        assert meta["all_records_accounted_for"] and meta["dead_letter"]["total"] == 0
+        assert sum(meta["examples_written"].values()) == 240 and meta["all_documents_written"]
+        vocab = open(os.path.join(cfg.data_dir, "vocab.txt")).read()
+        labels = open(os.path.join(cfg.data_dir, "labels.txt")).read()
+        results[fmt] = (vocab, labels, _written(cfg.data_dir))
+    first = results["jsonl"]
+    assert len(first[2]) == 240 and len(first[0].split()) > 500
+    for fmt, result in results.items():
+        assert result == first, fmt
+
+
+def test_dedupe_keeps_one_document_per_normalized_text_and_accounts_for_the_rest(tmp_path):
+    spec = synth.SynthSpec(documents=300, labels=20, duplicate_fraction=0.15, seed=9)
+    docs = synth.generate_shard(spec, 0)
+    docs.append(dict(docs[10]))  # an exact copy, same id too
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for part in range(2):  # duplicates across files as well
+        with gzip.open(corpus / f"part-{part}.jsonl.gz", "wt") as f:
+            for d in docs[part::2]:
+                f.write(json.dumps(d) + "\n")
+    groups = defaultdict(list)
+    for d in docs:
+        groups[records.normalized_text_hash(d["title"] + "\n" + d["text"])].append(d["id"])
+    removed = len(docs) - len(groups)
+    assert removed >= 30
+
+    cfg = load_config(
+        small_config(
+            tmp_path, str(corpus / "*.jsonl.gz"), data=SYNTH_FIELDS, preprocess={"dedupe": True}
+        )
+    )
+    meta = run_preprocess(cfg, DIRECT)
+    assert meta["records_read"] == len(docs)
+    assert meta["documents"]["total"] == len(groups)
+    assert meta["duplicates_removed"] == removed
+    assert meta["dead_letter"]["by_reason"] == {"duplicate": removed}
+    assert meta["all_records_accounted_for"]
+    assert sorted(_written(cfg.data_dir)) == sorted(min(ids) for ids in groups.values())
+    dead = [
+        json.loads(line)
+        for path in glob.glob(os.path.join(cfg.data_dir, "dead_letter", "*.jsonl"))
+        for line in open(path)
+    ]
+    assert len(dead) == removed and all(d["reason"] == "duplicate" for d in dead)
+    assert all("same normalized text as document" in d["detail"] for d in dead)
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "section,key,value,message",
+    [
+        ("data", "format", "xml", r"data\.format: must be one of .*parquet.*tfrecord"),
+        ("preprocess", "dedupe", "yes", r"preprocess\.dedupe: expected true or false"),
+        ("preprocess", "compression_level", 0, r"preprocess\.compression_level: must be a zlib"),
+        ("preprocess", "compression_level", 10, r"preprocess\.compression_level"),
+    ],
+)
+def test_new_config_keys_are_validated(section, key, value, message):
+    raw = {"data": {"input_pattern": REUTERS}}
+    raw.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
+
+
+def test_new_formats_and_dedupe_load():
+    for fmt in ("parquet", "tfrecord"):
+        cfg = config_from_dict({"data": {"input_pattern": REUTERS, "format": fmt}})
+        assert cfg.data.format == fmt
+    cfg = config_from_dict({"data": {"input_pattern": REUTERS}, "preprocess": {"dedupe": True}})
+    assert cfg.preprocess.dedupe is True and cfg.preprocess.compression_level == 1
+
+
+@pytest.mark.parametrize(
+    "name,fmt",
+    [
+        ("a.jsonl.gz", "jsonl"),
+        ("b.ndjson", "jsonl"),
+        ("c.csv.gz", "csv"),
+        ("d-*.parquet", "parquet"),
+        ("e.pq", "parquet"),
+        ("f-*.tfrecord.gz", "tfrecord"),
+        ("g.tfrecords", "tfrecord"),
+    ],
+)
+def test_format_from_extension(name, fmt):
+    assert transforms.input_format(name, "auto") == fmt
+
+
+def test_unknown_extension_asks_for_data_format():
+    with pytest.raises(ValueError, match="set data.format to jsonl, csv, parquet or tfrecord"):
+        transforms.input_format("corpus.xml", "auto")

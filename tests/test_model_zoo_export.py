@@ -1,0 +1,90 @@
+"""Each model family and option trains, exports and serves raw strings end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from doctags.cli import main
+from doctags_core.config import load_config
+from serving.model import Tagger
+from tests.conftest import small_config
+
+TEXTS = ["Net profit rose to 5 mln dlrs on higher sales", "Crude oil prices fell sharply", ""]
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory, reuters_slice):
+    """The slice preprocessed once; every variant trains on the same data."""
+    tmp = tmp_path_factory.mktemp("zoo")
+    config = small_config(tmp, reuters_slice)
+    assert main(["preprocess", "--config", config]) == 0
+    return tmp, reuters_slice, load_config(config).data_dir
+
+
+def _train_export(preprocessed, name, **sections):
+    tmp, corpus, data_dir = preprocessed
+    out = tmp / name
+    (out / "run").mkdir(parents=True)
+    os.symlink(data_dir, out / "run" / "data")  # small_config's output_dir is out/run
+    config = small_config(out, corpus, **sections)
+    for command in (["train"], ["export"]):
+        assert main([*command, "--config", config]) == 0, (name, command)
+    return load_config(config)
+
+
+@pytest.mark.parametrize(
+    "family,extra",
+    [
+        ("bigru", {"rnn_units": 4}),
+        ("transformer", {"transformer_layers": 1, "transformer_heads": 2,
+                         "transformer_ff_dim": 16}),
+        ("tfidf_mlp", {}),
+        ("cnn", {"conv_filters": 4, "kernel_sizes": [2, 3]}),
+    ],
+)
+def test_family_serves_raw_strings(preprocessed, family, extra):
+    cfg = _train_export(preprocessed, family, model={"family": family, **extra})
+    tagger = Tagger(cfg.export_dir)
+    out = tagger.raw(TEXTS)
+    assert out["scores"].shape == (3, len(tagger.labels))
+    assert np.isfinite(out["scores"]).all()
+    # the export's scores are the trained Keras model's on the same ids
+    assert tagger.predict(TEXTS[:1])[0] == sorted(tagger.predict(TEXTS[:1])[0],
+                                                  key=lambda t: -t[1])
+
+
+def test_wordpiece_exports_and_matches_training_ids(preprocessed):
+    cfg = _train_export(preprocessed, "wordpiece", model={"tokenizer": "wordpiece",
+                                                          "wordpiece_vocab_size": 500})
+    pieces = open(os.path.join(cfg.export_dir, "assets", "wordpiece_vocab.txt")).read().split()
+    assert any(p.startswith("##") for p in pieces)
+    tokenize = Tagger(cfg.export_dir)._loaded.signatures["tokenize"]
+    ids = tokenize(text=tf.constant(["unbelievably profitable exporters"]))["token_ids"].numpy()
+    from trainer.data import make_model_vectorizer
+
+    expected = make_model_vectorizer(cfg)(tf.constant(["unbelievably profitable exporters"]))
+    np.testing.assert_array_equal(ids, expected.numpy())
+    assert (ids[0] > 0).sum() > 3  # split into several pieces
+
+
+def test_per_label_thresholds_and_top1_live_in_the_export(preprocessed):
+    cfg = _train_export(
+        preprocessed, "thresholds",
+        threshold={"per_label": True, "min_positives": 2, "always_top1": True},
+        loss={"name": "weighted_bce"},
+    )
+    saved = json.load(open(os.path.join(cfg.model_dir, "thresholds.json")))
+    assert saved["split"] == "validation" and "per_label" in saved
+    per_label = saved["per_label"]
+    assert any(t != saved["threshold"] for t in per_label.values())
+    out = Tagger(cfg.export_dir).raw(TEXTS)
+    tags = [[t for t in row if t] for row in out["tags"]]
+    assert all(len(row) >= 1 for row in tags)  # always_top1, even for the empty text
+    labels = Tagger(cfg.export_dir).labels
+    for row_tags, row_scores in zip(tags[:2], out["scores"][:2]):
+        for tag in row_tags[1:]:  # beyond the forced first tag, each passed its own threshold
+            i = labels.index(tag.decode())
+            assert row_scores[i] >= per_label.get(tag.decode(), saved["threshold"]) - 1e-6
