@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -292,6 +293,20 @@ class TrainingLoop:
         for writer in self._writers.values():
             writer.flush()
 
+    def _progress_bar(self, epoch: int, start: int):
+        """A step progress bar for a person at a terminal (chief only).
+
+        Logs and CI (no TTY) get the one line per epoch instead: a bar
+        redrawn into a log file is noise.
+        """
+        if not (self.role.is_chief and sys.stdout.isatty()):
+            return None
+        print(f"epoch {epoch + 1}/{self.t.epochs}", flush=True)
+        bar = keras.utils.Progbar(getattr(self, "_steps_per_epoch", None), unit_name="step")
+        if start:
+            bar.update(start)
+        return bar
+
     def run(self) -> LoopResult:
         """Trains to the end (or early stop), resuming from a checkpoint if any.
 
@@ -326,15 +341,21 @@ class TrainingLoop:
                 self.examples, epoch, self.global_batch, self.t.seed, self.t.shuffle_buffer, start
             )
             started = time.time()
+            bar = self._progress_bar(epoch, start)
             for batch in self.strategy.experimental_distribute_dataset(batches):
                 self._train_step(batch)
                 step = int(self.state.step.assign_add(1).numpy())
                 steps_run += 1
+                if bar is not None:
+                    bar.update(step)
                 if self.on_step is not None:
                     self.on_step(epoch, step)
                 if every and step % every == 0:
                     self._save()
             seconds = time.time() - started
+            if bar is not None and bar.target is None:
+                print(flush=True)  # a bar without a known end does not finish its line
+            self._steps_per_epoch = int(self.state.step.numpy())
             epoch_seconds.append(seconds)
             self._end_epoch(epoch, seconds, int(self.state.step.numpy()) - start)
             self._save()

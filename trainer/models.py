@@ -46,15 +46,19 @@ def _scores_layer(num_labels: int, label_priors) -> keras.layers.Dense:
     )
 
 
+def _head(inputs, x, cfg: ModelConfig, num_labels: int, label_priors, name: str):
+    """The common end of every family: dropout, then one sigmoid score per label."""
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    return keras.Model(inputs, _scores_layer(num_labels, label_priors)(x), name=name)
+
+
 def build_dnn(cfg: ModelConfig, vocab_size: int, num_labels: int, label_priors=None) -> keras.Model:
     """The seed recipe: Embedding -> GlobalMaxPool -> Dense -> Dropout -> sigmoid."""
     ids = keras.Input(shape=(cfg.sequence_length,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")(ids)
     x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
     x = keras.layers.Dense(cfg.hidden_units, activation="relu", name="hidden")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    scores = _scores_layer(num_labels, label_priors)(x)
-    return keras.Model(ids, scores, name="dnn")
+    return _head(ids, x, cfg, num_labels, label_priors, "dnn")
 
 
 def build_cnn(cfg: ModelConfig, vocab_size: int, num_labels: int, label_priors=None) -> keras.Model:
@@ -205,9 +209,7 @@ def build_bigru(
         keras.layers.GRU(cfg.rnn_units, return_sequences=True), name="bigru"
     )(x)
     x = AttentionPooling(cfg.rnn_units, name="attention_pool")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    scores = _scores_layer(num_labels, label_priors)(x)
-    return keras.Model(ids, scores, name="bigru")
+    return _head(ids, x, cfg, num_labels, label_priors, "bigru")
 
 
 def build_transformer(
@@ -226,9 +228,7 @@ def build_transformer(
             name=f"encoder{i}",
         )(x)
     x = AttentionPooling(cfg.embedding_dim, name="attention_pool")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    scores = _scores_layer(num_labels, label_priors)(x)
-    return keras.Model(ids, scores, name="transformer")
+    return _head(ids, x, cfg, num_labels, label_priors, "transformer")
 
 
 def build_tfidf_mlp(
@@ -238,9 +238,7 @@ def build_tfidf_mlp(
     tfidf = keras.Input(shape=(vocab_size,), dtype="float32", name="tf_idf")
     x = keras.layers.Dropout(cfg.dropout / 2, name="input_dropout")(tfidf)
     x = keras.layers.Dense(cfg.hidden_units, activation="relu", name="hidden")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
-    scores = _scores_layer(num_labels, label_priors)(x)
-    return keras.Model(tfidf, scores, name="tfidf_mlp")
+    return _head(tfidf, x, cfg, num_labels, label_priors, "tfidf_mlp")
 
 
 BUILDERS = {
