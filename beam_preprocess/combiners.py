@@ -33,7 +33,7 @@ class MergeTokenCountsFn(beam.CombineFn):
     """Sums the per-batch token tables of one shard into ``{token: [count, df]}``.
 
     Inputs are ``(tokens, counts, document_counts)`` from
-    `batches.count_train_tokens` (already distinct within the batch), so the
+    `batches.token_count_shards` (already distinct within the batch), so the
     work per batch is one dict update per distinct token, not per token.
     """
 

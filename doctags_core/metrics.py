@@ -132,6 +132,18 @@ def per_label_thresholds(
     return thresholds
 
 
+def thresholds_by_label(saved: dict, labels: list[str]) -> list[float]:
+    """One threshold per label from ``thresholds.json`` content, in ``labels`` order.
+
+    The file always has the global ``threshold``; with per-label tuning it
+    also maps labels to their own in ``per_label``. Labels it does not name
+    use the global value.
+    """
+    threshold = float(saved["threshold"])
+    per_label = saved.get("per_label") or {}
+    return [float(per_label.get(label, threshold)) for label in labels]
+
+
 def apply_thresholds(scores: np.ndarray, thresholds, always_top1: bool = False) -> np.ndarray:
     """0/1 decisions as the exported graph makes them (optionally top-1 always on)."""
     pred = (scores >= np.asarray(thresholds, dtype=scores.dtype)[None, :]).astype(np.int8)

@@ -19,6 +19,7 @@ from doctags_core.metrics import (
     per_label_report,
     ranking_metrics,
     summary_metrics,
+    thresholds_by_label,
 )
 from serving.model import Tagger
 from serving.report import render_report
@@ -51,13 +52,11 @@ def _train_label_counts(data_dir: str) -> dict[str, int]:
 
 
 def _model_thresholds(tagger: Tagger) -> list[float]:
-    path = os.path.join(tagger.path, "assets", "thresholds.json")
+    path = os.path.join(tagger.path, "assets", schema.THRESHOLDS_FILE)
     if not tf.io.gfile.exists(path):
         return []
     with tf.io.gfile.GFile(path) as f:
-        saved = json.load(f)
-    per_label = saved.get("per_label")
-    return list(per_label.values()) if isinstance(per_label, dict) else [saved["threshold"]]
+        return thresholds_by_label(json.load(f), tagger.labels)
 
 
 def evaluate(

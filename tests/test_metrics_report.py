@@ -77,3 +77,11 @@ def test_per_label_thresholds_tune_only_labels_with_enough_positives():
     assert pred[:40, 0].all() and not pred[40:, 0].any()
     top1 = apply_thresholds(s, [0.99] * 3, always_top1=True)
     assert (top1.sum(axis=1) == 1).all()
+
+
+def test_thresholds_by_label_falls_back_to_the_global_value():
+    from doctags_core.metrics import thresholds_by_label
+
+    assert thresholds_by_label({"threshold": 0.3}, ["a", "b"]) == [0.3, 0.3]
+    saved = {"threshold": 0.3, "per_label": {"b": 0.55}}
+    assert thresholds_by_label(saved, ["a", "b", "c"]) == [0.3, 0.55, 0.3]

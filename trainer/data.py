@@ -69,12 +69,7 @@ def load_idf_weights(data_dir: str, vocabulary: list[str]) -> list[float]:
     """
     with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
         n_docs = json.load(f)["documents"]["train"]
-    document_counts = {}
-    with tf.io.gfile.GFile(os.path.join(data_dir, schema.VOCAB_COUNTS_FILE)) as f:
-        next(f)  # header
-        for line in f:
-            token, _, df = line.rstrip("\n").split("\t")
-            document_counts[token] = int(df)
+    document_counts = {token: df for token, _, df in schema.read_vocab_counts(data_dir)}
     return [math.log(1 + n_docs / (1 + document_counts.get(t, 0))) for t in vocabulary]
 
 
@@ -88,9 +83,10 @@ def learn_wordpiece(cfg, save: bool = True) -> list[str]:
     only the chief saves them into the model dir); the export then reads the
     saved file, so training and serving use exactly the same pieces.
     """
-    from trainer.wordpiece import learn_vocabulary, read_word_counts
+    from trainer.wordpiece import learn_vocabulary
 
-    pieces = learn_vocabulary(read_word_counts(cfg.data_dir), cfg.model.wordpiece_vocab_size)
+    word_counts = [(token, n) for token, n, _ in schema.read_vocab_counts(cfg.data_dir)]
+    pieces = learn_vocabulary(word_counts, cfg.model.wordpiece_vocab_size)
     if save:
         tf.io.gfile.makedirs(cfg.model_dir)
         with tf.io.gfile.GFile(os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE), "w") as f:

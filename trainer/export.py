@@ -32,6 +32,7 @@ import tensorflow as tf
 from doctags_core import schema
 from doctags_core.cleaning import clean_text
 from doctags_core.config import Config
+from doctags_core.metrics import thresholds_by_label
 from trainer import data as data_lib
 from trainer.train import MODEL_FILE, THRESHOLDS_FILE
 
@@ -190,17 +191,10 @@ def _replay_warmup(staging: str) -> None:
 
 
 def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float]]:
-    """The global threshold and one threshold per label, in label order.
-
-    ``thresholds.json`` always has the global ``threshold`` (validation
-    sweep); with per-label tuning it also maps labels to their own in
-    ``per_label``. Labels it does not name use the global value.
-    """
+    """The global threshold and one threshold per label, in label order."""
     with tf.io.gfile.GFile(os.path.join(model_dir, THRESHOLDS_FILE)) as f:
         saved = json.load(f)
-    threshold = float(saved["threshold"])
-    per_label = saved.get("per_label") or {}
-    return threshold, [float(per_label.get(label, threshold)) for label in labels]
+    return float(saved["threshold"]), thresholds_by_label(saved, labels)
 
 
 def export_model(cfg: Config, overwrite: bool = False) -> str:

@@ -22,6 +22,7 @@ from doctags_core.metrics import (
     summary_metrics,
     sweep_threshold,
     threshold_grid,
+    thresholds_by_label,
 )
 from trainer import data as data_lib
 from trainer import epoch_data, tf_config
@@ -33,7 +34,7 @@ from trainer.models import build_model
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
-THRESHOLDS_FILE = "thresholds.json"
+THRESHOLDS_FILE = schema.THRESHOLDS_FILE
 SUMMARY_FILE = "training_summary.json"
 
 
@@ -212,7 +213,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         ),
     )
     best, thresholds = choose_thresholds(cfg, y_val, s_val, labels)
-    per_label = [thresholds.get("per_label", {}).get(lb, best) for lb in labels]
+    per_label = thresholds_by_label(thresholds, labels)
     val_metrics = summary_metrics(
         y_val, apply_thresholds(s_val, per_label, cfg.threshold.always_top1)
     )

@@ -9,24 +9,9 @@ is a tensorflow-text op that TF Serving links), so there is no skew.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
-from doctags_core import schema
-
 UNKNOWN = "[UNK]"
-
-
-def read_word_counts(data_dir: str) -> list[tuple[str, int]]:
-    """``(word, count)`` pairs from the Beam job's ``vocab_counts.tsv``."""
-    pairs = []
-    with tf.io.gfile.GFile(os.path.join(data_dir, schema.VOCAB_COUNTS_FILE)) as f:
-        next(f)  # header
-        for line in f:
-            token, count, _ = line.rstrip("\n").split("\t")
-            pairs.append((token, int(count)))
-    return pairs
 
 
 def learn_vocabulary(word_counts: list[tuple[str, int]], size: int) -> list[str]:
