@@ -5,12 +5,13 @@ Per-document and per-token Python loops are what made the job slow (about
 token. Here a whole batch crosses into TensorFlow once and comes back as
 
 * the number of tokens per document (row splits),
-* one serialized ``tf.train.Example`` per document, built with core string
-  ops from the protobuf wire format (no per-document Python, no
+* one serialized ``tf.train.Example`` per document (the cleaned text as
+  one string, see `schema.CLEAN_TEXT`), built with core string ops from the
+  protobuf wire format (no per-document Python, no
   ``tf.io.serialize_tensor``), parse-equivalent to `schema.make_example`,
 
 and its train-split token counts and document frequencies
-(``unique_with_counts``) are added to TF hash tables that the DoFn drains
+(``unique_with_counts``) are added to a TF hash table that the DoFn drains
 once per bundle, so the keyed combine downstream merges a handful of
 tables instead of one per batch.
 
@@ -32,7 +33,6 @@ _TAG1 = b"\x0a"  # field 1: Example.features, Features.feature, Feature.bytes_li
 #                  BytesList.value, FeatureEntry.key
 _TAG2 = b"\x12"  # field 2: FeatureEntry.value
 _VARINT_BYTES = 5  # lengths below 2**35 bytes
-_MAX_PADDING = 6  # see _token_feature
 
 
 @dataclass
@@ -96,35 +96,6 @@ def _bytes_feature(tf, table, values, row_splits, short=None):
     return _field(tf, table, _TAG1, bytes_list)
 
 
-def _token_feature(tf, table, short, values, row_splits):
-    """`_bytes_feature` for long lists: one ``EncodeProto`` op when padding is cheap.
-
-    ``tf.io.encode_proto`` writes each row's BytesList in C++ (about 40% less
-    CPU than the string-op path, byte-identical output) but needs the rows
-    padded to the longest one; batches where that padding would exceed
-    ``_MAX_PADDING`` x the number of values take the string-op path.
-    """
-    rows = tf.RaggedTensor.from_row_splits(values, row_splits, validate=False)
-    lengths = rows.row_lengths()
-    n = tf.shape(lengths, out_type=tf.int64)[0]
-    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
-    padded_size = n * longest
-    cheap = padded_size <= _MAX_PADDING * tf.maximum(tf.shape(values, out_type=tf.int64)[0], 1)
-
-    def with_encode_proto():
-        bytes_list = tf.io.encode_proto(
-            tf.cast(lengths[:, None], tf.int32),
-            [rows.to_tensor()],
-            ["value"],
-            "tensorflow.BytesList",
-        )
-        return _field(tf, table, _TAG1, bytes_list)
-
-    return tf.cond(
-        cheap, with_encode_proto, lambda: _bytes_feature(tf, table, values, row_splits, short)
-    )
-
-
 def _map_entry(tf, table, key: str, feature):
     """One serialized ``Features.feature`` map entry (``key -> feature``)."""
     key_field = _TAG1 + bytes([len(key)]) + key.encode("utf-8")
@@ -133,11 +104,12 @@ def _map_entry(tf, table, key: str, feature):
 
 
 class BatchEncoder:
-    """The traced per-batch graph plus the bundle's token-count tables.
+    """The traced per-batch graph plus the bundle's token-count table.
 
-    Calling it encodes a batch and adds the batch's train-token counts to two
-    TF hash tables (a vectorised lookup and insert of the batch's distinct
-    tokens); `drain_counts` returns and clears them. The Beam DoFn drains at
+    Calling it encodes a batch and adds the batch's train-token counts to a
+    TF hash table of ``[occurrences, documents]`` (a vectorised lookup and
+    insert of each part's distinct tokens); `drain_counts` returns and
+    clears it. The Beam DoFn drains at
     the end of each bundle, so Python merges one table per bundle instead of
     one per batch, and memory stays bounded by the vocabulary.
 
@@ -150,8 +122,9 @@ class BatchEncoder:
     """
 
     def __init__(self, steps, keep_raw_text: bool, vocab_shards: int, parts: int = 2):
-        import tensorflow as tf
+        from beam_preprocess.tf_runtime import import_tensorflow
 
+        tf = import_tensorflow()
         parts = max(1, parts)
 
         from doctags_core.cleaning import clean_text, tokenize
@@ -160,9 +133,9 @@ class BatchEncoder:
         steps = tuple(steps)
         table = tf.constant([bytes([i]) for i in range(256)])
         short = tf.constant([_TAG1 + bytes([i]) for i in range(128)])
-        counts = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
-        doc_counts = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, 0)
-        self._tables = (counts, doc_counts)
+        # token -> [occurrences, documents]: one lookup and one insert per part.
+        totals = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, [0, 0])
+        self._table = totals
 
         # autograph=False: the graph is plain TF ops (Python loops only unroll
         # the fixed cleaning steps), and skipping the source rewrite saves
@@ -199,27 +172,23 @@ class BatchEncoder:
                 splits.append(out[0][1:] + splits[-1][-1])
             examples = tf.concat([out[1] for out in outs], 0)
 
-            distinct, index = tf.unique(tf.concat([out[2] for out in outs], 0), out_idx=tf.int64)
-            size = tf.shape(distinct, out_type=tf.int64)[0]
-            occurrences = tf.math.unsorted_segment_sum(
-                tf.concat([out[3] for out in outs], 0), index, size
-            )
-            documents = tf.math.unsorted_segment_sum(
-                tf.concat([out[4] for out in outs], 0), index, size
-            )
-            counts.insert(distinct, counts.lookup(distinct) + occurrences)
-            doc_counts.insert(distinct, doc_counts.lookup(distinct) + documents)
+            # In program order (automatic control dependencies on the table):
+            # cheaper than merging the parts' distinct tokens first.
+            for _, _, distinct, occurrences, documents in outs:
+                added = tf.stack([occurrences, documents], axis=1)
+                totals.insert(distinct, totals.lookup(distinct) + added)
             return tf.concat(splits, 0), examples
 
         def encode_part(ids, texts, label_values, label_splits, is_train):
-            tokens = tokenize(clean_text(texts, steps, assume_valid_utf8=True))
+            cleaned = clean_text(texts, steps, assume_valid_utf8=True)
+            tokens = tokenize(cleaned)  # the trainer's TextVectorization splits the same way
             values, splits = tokens.values, tokens.row_splits
             n = tf.shape(ids, out_type=tf.int64)[0]
             one_each = tf.range(n + 1)
             features = [
                 _map_entry(tf, table, schema.ID, _bytes_feature(tf, table, ids, one_each)),
                 _map_entry(
-                    tf, table, schema.TOKENS, _token_feature(tf, table, short, values, splits)
+                    tf, table, schema.CLEAN_TEXT, _bytes_feature(tf, table, cleaned, one_each)
                 ),
                 _map_entry(
                     tf,
@@ -248,12 +217,10 @@ class BatchEncoder:
 
         @tf.function(autograph=False)
         def drain():
-            tokens, occurrences = counts.export()
-            documents = doc_counts.lookup(tokens)
-            counts.remove(tokens)
-            doc_counts.remove(tokens)
+            tokens, both = totals.export()
+            totals.remove(tokens)
             shards = tf.strings.to_hash_bucket_fast(tokens, vocab_shards)
-            return tokens, occurrences, documents, shards
+            return tokens, both[:, 0], both[:, 1], shards
 
         self._encode = encode
         self._drain = drain

@@ -127,7 +127,9 @@ def iter_tfrecord_batches(path: str, batch_size: int, cfg: DataConfig) -> Iterat
     truncated file ends with one ``unreadable_file`` dead letter after the
     records read before the damage.
     """
-    import tensorflow as tf
+    from beam_preprocess.tf_runtime import import_tensorflow
+
+    tf = import_tensorflow()
 
     def records_from(skip: int, batched: bool):
         dataset = tf.data.TFRecordDataset(path, compression_type=tfrecord_compression(path))

@@ -110,7 +110,7 @@ def _text_of(row: dict, cfg: DataConfig) -> str:
             continue
         if not isinstance(value, str):
             raise BadRecord(MISSING_TEXT, f"field {name!r} is {type(value).__name__}, not text")
-        if _SURROGATE.search(value):
+        if not value.isascii() and _SURROGATE.search(value):  # isascii: a C scan, 50x faster
             raise BadRecord(INVALID_UTF8, f"field {name!r} holds undecodable bytes")
         if value.strip():
             parts.append(value)

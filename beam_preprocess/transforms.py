@@ -262,47 +262,66 @@ def _in_global_window(value):
 
 
 class _EncodeBatch(beam.DoFn):
-    """Encodes batches one step ahead on a helper thread; emits token counts per bundle.
+    """Encodes batches on helper threads, a few ahead; emits token counts per bundle.
 
-    TensorFlow releases the GIL while the graph runs, so batch ``i + 1`` is
-    encoded on the helper thread while this thread hands batch ``i`` on to
-    the fused steps after it (routing, framing, statistics) and reads and
-    parses the next batch: Python and TF work overlap on two cores. Output
-    order does not matter downstream; the last batch is emitted when the
-    bundle finishes.
+    TensorFlow releases the GIL while a graph runs, so while this thread
+    hands finished batches on to the fused steps after it (routing, framing,
+    statistics) and reads and parses the next ones, ``encode_threads``
+    batches are encoded at once, each by its own `BatchEncoder` (own graph,
+    own count table): Python and TF work overlap on every core. Output order
+    does not matter downstream; the batches still in flight are emitted when
+    the bundle finishes.
     """
 
     def __init__(self, steps, cfg: DataConfig, preprocess: PreprocessConfig):
         self._steps = tuple(steps)
         self._cfg = cfg
         self._preprocess = preprocess
-        self._encoder = None
+        self._encoders = None
 
     def setup(self):
+        import queue
         from concurrent.futures import ThreadPoolExecutor
 
         from beam_preprocess.encode import make_batch_encoder
 
         p = self._preprocess
-        self._encoder = make_batch_encoder(self._steps, p.keep_raw_text, p.vocab_shards)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        threads = p.encode_threads
+        parts = 2 if threads == 1 else 1  # one thread: let its graph use two cores
+        self._encoders = [
+            make_batch_encoder(self._steps, p.keep_raw_text, p.vocab_shards, parts)
+            for _ in range(threads)
+        ]
+        self._idle = queue.SimpleQueue()
+        for encoder in self._encoders:
+            self._idle.put(encoder)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
+
+    def _encode(self, docs):
+        encoder = self._idle.get()
+        try:
+            return batches.encode_batch(docs, encoder, self._cfg)
+        finally:
+            self._idle.put(encoder)
 
     def start_bundle(self):
-        self._pending = None
-        self._encoder.drain_counts()  # a retried bundle starts from zero
+        from collections import deque
+
+        self._pending = deque()
+        for encoder in self._encoders:
+            encoder.drain_counts()  # a retried bundle starts from zero
 
     def process(self, docs):
-        future = self._pool.submit(batches.encode_batch, docs, self._encoder, self._cfg)
-        previous, self._pending = self._pending, future
-        if previous is not None:
-            yield previous.result()
+        self._pending.append(self._pool.submit(self._encode, docs))
+        if len(self._pending) > len(self._encoders):
+            yield self._pending.popleft().result()
 
     def finish_bundle(self):
-        if self._pending is not None:
-            yield _in_global_window(self._pending.result())
-            self._pending = None
-        for shard_counts in batches.token_count_shards(self._encoder.drain_counts()):
-            yield beam.pvalue.TaggedOutput(TOKEN_COUNTS_TAG, _in_global_window(shard_counts))
+        while self._pending:
+            yield _in_global_window(self._pending.popleft().result())
+        for encoder in self._encoders:
+            for shard_counts in batches.token_count_shards(encoder.drain_counts()):
+                yield beam.pvalue.TaggedOutput(TOKEN_COUNTS_TAG, _in_global_window(shard_counts))
 
     def teardown(self):
         pool = getattr(self, "_pool", None)

@@ -37,6 +37,11 @@ VARIANTS: dict[str, dict] = {
         "loss.name": "weighted_bce",
         "threshold.per_label": True,
     },
+    "cnn_balanced": {
+        "model.family": "cnn",
+        "loss.sample_weights": "balanced",
+        "threshold.per_label": True,
+    },
     "cnn_wordpiece": {"model.family": "cnn", "model.tokenizer": "wordpiece"},
     "bigru": {"model.family": "bigru"},
     "transformer": {"model.family": "transformer"},
@@ -145,9 +150,10 @@ def main() -> None:
         if doctags_main(["preprocess", *base, *_sets({"output_dir": shared})]) != 0:
             raise SystemExit("preprocess failed")
         print(f"(preprocess: {time.time() - started:.0f}s)")
-    rows = [
-        run_variant(v, VARIANTS[v], base, args.work, data_dir) for v in args.variants.split(",")
-    ]
+    rows = []
+    for variant in args.variants.split(","):
+        rows.append(run_variant(variant, VARIANTS[variant], base, args.work, data_dir))
+        print("row:", json.dumps(rows[-1]), flush=True)  # a long run keeps what it finished
     labels = [line.strip() for line in open(os.path.join(data_dir, "labels.txt")) if line.strip()]
     rows.append(sklearn_baseline(data_dir, labels))
     print()

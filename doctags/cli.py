@@ -42,7 +42,9 @@ def _parse_overrides(pairs: list[str]) -> dict:
 def _config(args) -> Config:
     cfg = load_config(args.config, _parse_overrides(args.set))
     if args.command in ("train", "run"):
-        # Logical devices must be set before any TensorFlow op runs.
+        # Logical devices must be set before any TensorFlow op runs. Importing
+        # TensorFlow here, before the Beam job of `run`, also keeps the job's
+        # thread-pool tuning (beam_preprocess/tf_runtime.py) out of training.
         from trainer.distribute import configure_logical_cpus
 
         configure_logical_cpus(cfg.training.logical_cpu_devices)

@@ -5,6 +5,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 from collections import defaultdict
 
 import apache_beam as beam
@@ -127,6 +129,55 @@ def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
     assert len(enc.drain_counts().tokens) == 0  # drained
 
 
+def _run_in_fresh_python(script: str) -> None:
+    """Runs ``script`` in a new interpreter (no TensorFlow imported yet); it prints ok."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_workers_import_tensorflow_without_keras_and_keras_still_works_later():
+    """The worker's TF import skips Keras and tunes the pools; ``import keras`` still works."""
+    script = """
+import sys
+from beam_preprocess.tf_runtime import import_tensorflow
+tf = import_tensorflow()
+assert "keras" not in sys.modules and "sklearn" not in sys.modules, "keras was imported"
+assert "keras.src.optimizers" not in sys.modules, "the absent-module mark was left behind"
+from beam_preprocess.encode import make_batch_encoder
+enc = make_batch_encoder(["lowercase"], keep_raw_text=False, vocab_shards=2)
+assert enc(["a"], ["Hello World"], [], [0, 0], [True]).token_splits.tolist() == [0, 2]
+from tensorflow.python.eager import context
+assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+assert context.context().config.experimental.disable_thread_spinning
+import keras
+keras.optimizers.Adam(0.01)
+model = tf.keras.Sequential([tf.keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+print("ok")
+"""
+    _run_in_fresh_python(script)
+
+
+def test_a_process_that_imported_tensorflow_first_keeps_its_thread_settings():
+    """``doctags run`` trains after preprocessing in one process: its TF must stay untuned."""
+    script = """
+import tensorflow as tf
+from tensorflow.python.eager import context
+from beam_preprocess.tf_runtime import import_tensorflow
+assert import_tensorflow() is tf
+assert tf.config.threading.get_intra_op_parallelism_threads() == 0  # TF's default
+assert not context.context().config.experimental.disable_thread_spinning
+print("ok")
+"""
+    _run_in_fresh_python(script)
+
+
 # ---------------------------------------------------------------- sink
 def test_sink_writes_every_record_without_a_shuffle_and_an_empty_shard_per_empty_split(tmp_path):
     data_dir = str(tmp_path / "data")
@@ -205,7 +256,7 @@ def _written(data_dir):
             f = tf.train.Example.FromString(rec.numpy()).features.feature
             out[f["id"].bytes_list.value[0].decode()] = (
                 split,
-                tuple(f["tokens"].bytes_list.value),
+                f[schema.CLEAN_TEXT].bytes_list.value[0],
                 tuple(f["labels"].bytes_list.value),
             )
     return out
@@ -233,6 +284,30 @@ def test_every_input_format_gives_the_same_output(tmp_path):
     assert len(first[2]) == 240 and len(first[0].split()) > 500
     for fmt, result in results.items():
         assert result == first, fmt
+
+
+def test_encode_threads_do_not_change_the_output(tmp_path):
+    """Batches encoded concurrently (own graphs and count tables) == one thread, two parts."""
+    spec = synth.SynthSpec(documents=240, labels=30, documents_per_shard=80, seed=6)
+    corpus = tmp_path / "corpus"
+    synth.write_corpus(spec, str(corpus), "jsonl")
+    results = {}
+    for threads in (1, 3):
+        (tmp_path / f"t{threads}").mkdir()
+        cfg = load_config(
+            small_config(
+                tmp_path / f"t{threads}",
+                str(corpus / "corpus-*.jsonl.gz"),
+                data=SYNTH_FIELDS,
+                preprocess={"encode_threads": threads, "batch_size": 16},
+            )
+        )
+        meta = run_preprocess(cfg, DIRECT)
+        assert meta["all_records_accounted_for"] and meta["documents"]["total"] == 240
+        counts = open(os.path.join(cfg.data_dir, schema.VOCAB_COUNTS_FILE)).read()
+        results[threads] = (counts, _written(cfg.data_dir), meta["token_lengths"])
+    assert len(results[1][0].splitlines()) > 500 and len(results[1][1]) == 240
+    assert results[3] == results[1]
 
 
 def test_dedupe_keeps_one_document_per_normalized_text_and_accounts_for_the_rest(tmp_path):

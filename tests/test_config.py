@@ -55,6 +55,7 @@ def test_missing_input_pattern():
         ("data", "validation_fraction", 1.0, r"data\.validation_fraction"),
         ("cleaning", "steps", ["lowercase", "stem"], r"cleaning\.steps\[1\]: unknown step 'stem'"),
         ("preprocess", "keep_raw_text", "yes", r"preprocess\.keep_raw_text: expected true"),
+        ("preprocess", "encode_threads", 0, r"preprocess\.encode_threads: must be at least 1"),
         ("threshold", "start", 0.0, r"threshold\.start"),
     ],
 )

@@ -34,8 +34,9 @@ def test_summary_and_per_label_with_auc():
     rows = per_label_report(Y, pred, ["a", "b", "c"], S)
     assert rows[0]["roc_auc"] == pytest.approx(1.0)
     assert rows[0]["support"] == 2
-    no_negatives = per_label_report(np.ones((2, 1), np.int8), np.ones((2, 1), np.int8), ["x"],
-                                    np.array([[0.2], [0.9]]))
+    no_negatives = per_label_report(
+        np.ones((2, 1), np.int8), np.ones((2, 1), np.int8), ["x"], np.array([[0.2], [0.9]])
+    )
     assert no_negatives[0]["roc_auc"] is None
 
 
@@ -50,8 +51,12 @@ def test_threshold_sweep_grid_and_choice():
 def test_html_report_is_one_file_with_the_plots():
     pred = (S >= 0.5).astype(np.int8)
     report = {
-        "model": "m/1", "split": "test", "documents": 4, "labels": 3,
-        "metrics": summary_metrics(Y, pred), "ranking": ranking_metrics(Y, S),
+        "model": "m/1",
+        "split": "test",
+        "documents": 4,
+        "labels": 3,
+        "metrics": summary_metrics(Y, pred),
+        "ranking": ranking_metrics(Y, S),
         "per_label": per_label_report(Y, pred, ["earn", "acq", "<crude>"], S),
     }
     page = render_report(report, Y, S, ["earn", "acq", "<crude>"], [0.5], {"earn": 10})

@@ -20,9 +20,18 @@ def _ids(batch=4, length=12, vocab=30):
 
 @pytest.mark.parametrize("family", sorted(models.BUILDERS))
 def test_family_trains_and_round_trips(family, tmp_path):
-    cfg = ModelConfig(family=family, sequence_length=12, embedding_dim=8, hidden_units=8,
-                      conv_filters=4, kernel_sizes=(2, 3), rnn_units=4, transformer_layers=1,
-                      transformer_heads=2, transformer_ff_dim=8)
+    cfg = ModelConfig(
+        family=family,
+        sequence_length=12,
+        embedding_dim=8,
+        hidden_units=8,
+        conv_filters=4,
+        kernel_sizes=(2, 3),
+        rnn_units=4,
+        transformer_layers=1,
+        transformer_heads=2,
+        transformer_ff_dim=8,
+    )
     vocab, labels = 30, 3
     model = models.build_model(cfg, vocab, labels, label_priors=[0.5, 0.1, 0.01])
     if models.INPUT_KINDS[family] == "tf_idf":

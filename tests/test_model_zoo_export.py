@@ -39,8 +39,10 @@ def _train_export(preprocessed, name, **sections):
     "family,extra",
     [
         ("bigru", {"rnn_units": 4}),
-        ("transformer", {"transformer_layers": 1, "transformer_heads": 2,
-                         "transformer_ff_dim": 16}),
+        (
+            "transformer",
+            {"transformer_layers": 1, "transformer_heads": 2, "transformer_ff_dim": 16},
+        ),
         ("tfidf_mlp", {}),
         ("cnn", {"conv_filters": 4, "kernel_sizes": [2, 3]}),
     ],
@@ -52,13 +54,13 @@ def test_family_serves_raw_strings(preprocessed, family, extra):
     assert out["scores"].shape == (3, len(tagger.labels))
     assert np.isfinite(out["scores"]).all()
     # the export's scores are the trained Keras model's on the same ids
-    assert tagger.predict(TEXTS[:1])[0] == sorted(tagger.predict(TEXTS[:1])[0],
-                                                  key=lambda t: -t[1])
+    assert tagger.predict(TEXTS[:1])[0] == sorted(tagger.predict(TEXTS[:1])[0], key=lambda t: -t[1])
 
 
 def test_wordpiece_exports_and_matches_training_ids(preprocessed):
-    cfg = _train_export(preprocessed, "wordpiece", model={"tokenizer": "wordpiece",
-                                                          "wordpiece_vocab_size": 500})
+    cfg = _train_export(
+        preprocessed, "wordpiece", model={"tokenizer": "wordpiece", "wordpiece_vocab_size": 500}
+    )
     pieces = open(os.path.join(cfg.export_dir, "assets", "wordpiece_vocab.txt")).read().split()
     assert any(p.startswith("##") for p in pieces)
     tokenize = Tagger(cfg.export_dir)._loaded.signatures["tokenize"]
@@ -72,7 +74,8 @@ def test_wordpiece_exports_and_matches_training_ids(preprocessed):
 
 def test_per_label_thresholds_and_top1_live_in_the_export(preprocessed):
     cfg = _train_export(
-        preprocessed, "thresholds",
+        preprocessed,
+        "thresholds",
         threshold={"per_label": True, "min_positives": 2, "always_top1": True},
         loss={"name": "weighted_bce"},
     )
@@ -88,3 +91,40 @@ def test_per_label_thresholds_and_top1_live_in_the_export(preprocessed):
         for tag in row_tags[1:]:  # beyond the forced first tag, each passed its own threshold
             i = labels.index(tag.decode())
             assert row_scores[i] >= per_label.get(tag.decode(), saved["threshold"]) - 1e-6
+
+
+def test_balanced_sample_weights_train_only_and_export(preprocessed):
+    import keras
+
+    from doctags_core import schema
+    from trainer import data as data_lib
+
+    cfg = _train_export(preprocessed, "balanced", loss={"sample_weights": "balanced"})
+    summary = json.load(open(os.path.join(cfg.model_dir, "training_summary.json")))
+    weights = summary["sample_weights"]
+    _, n_train = data_lib.load_label_counts(cfg.data_dir, data_lib.load_labels(cfg.data_dir))
+    assert weights["train_examples"] == n_train
+    assert weights["mean"] == pytest.approx(1.0, rel=1e-5)
+    assert weights["min"] < 1 < weights["max"]  # rare-label documents weigh more
+    # The same run unweighted reports another training loss: the loop applies the weights.
+    tmp, corpus, data_dir = preprocessed
+    (tmp / "unweighted" / "run").mkdir(parents=True)
+    os.symlink(data_dir, tmp / "unweighted" / "run" / "data")
+    assert main(["train", "--config", small_config(tmp / "unweighted", corpus)]) == 0
+    plain = json.load(open(tmp / "unweighted" / "run" / "model" / "training_summary.json"))
+    assert abs(summary["history"]["loss"][0] - plain["history"]["loss"][0]) > 1e-4
+    # Validation loss is unweighted: the plain mean BCE of the saved (best = only) epoch.
+    labels = data_lib.load_labels(cfg.data_dir)
+    model = keras.models.load_model(os.path.join(cfg.model_dir, "model.keras"))
+    val = data_lib.make_dataset(
+        schema.split_pattern(cfg.data_dir, "validation"),
+        data_lib.make_model_vectorizer(cfg),
+        data_lib.make_label_encoder(labels),
+        256,
+    )
+    bce = np.concatenate(
+        [keras.losses.binary_crossentropy(y, model(ids, training=False)).numpy() for ids, y in val]
+    )
+    assert summary["history"]["val_loss"][0] == pytest.approx(bce.mean(), rel=1e-4)
+    out = Tagger(cfg.export_dir).raw(TEXTS)  # the export serves as any other
+    assert np.isfinite(out["scores"]).all()

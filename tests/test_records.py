@@ -42,6 +42,9 @@ def test_good_jsonl_record():
     "raw,reason",
     [
         (b'{"id": 1, "text": "caf\xe9", "labels": ["a"]}', records.INVALID_UTF8),
+        # JSON escapes of lone surrogates: valid JSON, but no UTF-8 text (ASCII on disk).
+        (b'{"id": 1, "text": "bad \\ud800 half", "labels": ["a"]}', records.INVALID_UTF8),
+        (b'{"id": 1, "text": "caf\xc3\xa9 \\udfff", "labels": ["a"]}', records.INVALID_UTF8),
         (b'{"id": 1, "text": "x", "labels": ["a"]', records.INVALID_JSON),
         (b"[1, 2]", records.INVALID_JSON),
         (b"", records.INVALID_JSON),

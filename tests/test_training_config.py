@@ -35,6 +35,32 @@ def test_accelerator_and_checkpoint_settings_are_validated(key, value, message):
         config(**{key: value})
 
 
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (
+            {"sample_weights": "inverse"},
+            r"loss\.sample_weights: must be one of \('none', 'balanced'\)",
+        ),
+        ({"sample_weights": True}, r"loss\.sample_weights: expected a string"),
+        ({"sample_weight_cap": 0.5}, r"loss\.sample_weight_cap: must be >= 1"),
+        ({"sample_weight_cap": "30"}, r"loss\.sample_weight_cap: expected a number"),
+    ],
+)
+def test_sample_weight_settings_are_validated(value, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"data": {"input_pattern": REUTERS}, "loss": value})
+
+
+def test_sample_weights_default_to_none_and_accept_balanced_without_cap():
+    assert config().loss.sample_weights == "none"
+    raw = {"data": {"input_pattern": REUTERS}}
+    loss = config_from_dict({**raw, "loss": {"sample_weights": "balanced"}}).loss
+    assert (loss.sample_weights, loss.sample_weight_cap) == ("balanced", 30.0)
+    loss = config_from_dict({**raw, "loss": {"sample_weight_cap": None}}).loss
+    assert loss.sample_weight_cap is None
+
+
 def test_global_batch_and_learning_rate_scaling():
     t = config(batch_size=64, learning_rate=0.002).training
     assert global_batch_size(t, replicas=4) == 64  # batch_size is global

@@ -145,14 +145,43 @@ def make_label_encoder(labels: list[str]) -> keras.layers.StringLookup:
     return keras.layers.StringLookup(vocabulary=labels, num_oov_indices=1, output_mode="multi_hot")
 
 
-def tokens_to_ids(tokens: tf.RaggedTensor, vectorizer) -> tf.Tensor:
-    """Token ids for a batch of token lists, through the serving-time layer.
+def encode_labels(labels: tf.RaggedTensor, label_encoder) -> tf.Tensor:
+    """Float multi-hot ``[batch, n_labels]`` in output-column order (unknown labels dropped)."""
+    return tf.cast(label_encoder(labels)[:, 1:], tf.float32)
 
-    Joining with single spaces and letting the layer split on whitespace
-    recovers the tokens exactly (tokens contain no whitespace), so training
-    ids come from the same code path as serving ids.
+
+def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> tf.data.Dataset:
+    """Multi-hot label rows of a split, without tokenizing the text.
+
+    For statistics over a whole split (the normalisation of sample weights):
+    only the labels feature is parsed, so a pass costs reading the shards.
+
+    Raises:
+        FileNotFoundError: when the pattern matches no shard.
     """
-    return vectorizer(tf.strings.reduce_join(tokens, axis=1, separator=" "))
+    files = tf.io.gfile.glob(file_pattern)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
+    spec = {schema.LABELS: schema.feature_spec()[schema.LABELS]}
+    ds = tf.data.TFRecordDataset(
+        sorted(files), compression_type="GZIP", num_parallel_reads=min(len(files), 8)
+    ).batch(batch_size)
+    return ds.map(
+        lambda serialized: encode_labels(
+            tf.io.parse_example(serialized, spec)[schema.LABELS], label_encoder
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def tokens_to_ids(clean_text: tf.Tensor, vectorizer) -> tf.Tensor:
+    """Token ids for a batch of cleaned texts, through the serving-time layer.
+
+    The records hold the cleaned text (`schema.CLEAN_TEXT`); the layer
+    splits it on whitespace exactly as it does behind the in-graph cleaning
+    at serving time, so training ids come from the same code path.
+    """
+    return vectorizer(clean_text)
 
 
 def make_dataset(
@@ -175,7 +204,7 @@ def make_dataset(
         shuffle: Shuffle files and examples (training only).
         shuffle_buffer: Examples held for shuffling.
         seed: Shuffle seed, for reproducible runs.
-        with_metadata: Also yield a dict with ``id``, ``text`` and ``tokens``
+        with_metadata: Also yield a dict with ``id``, ``text`` and ``clean_text``
             (for evaluation and skew checks) as a third element.
 
     Raises:
@@ -200,10 +229,14 @@ def make_dataset(
 
     def parse(serialized):
         ex = tf.io.parse_example(serialized, spec)
-        ids = tokens_to_ids(ex[schema.TOKENS], vectorizer)
-        y = tf.cast(label_encoder(ex[schema.LABELS])[:, 1:], tf.float32)
+        ids = tokens_to_ids(ex[schema.CLEAN_TEXT], vectorizer)
+        y = encode_labels(ex[schema.LABELS], label_encoder)
         if with_metadata:
-            meta = {"id": ex[schema.ID], "text": ex[schema.TEXT], "tokens": ex[schema.TOKENS]}
+            meta = {
+                "id": ex[schema.ID],
+                "text": ex[schema.TEXT],
+                "clean_text": ex[schema.CLEAN_TEXT],
+            }
             return ids, y, meta
         return ids, y
 

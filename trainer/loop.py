@@ -11,6 +11,11 @@ the global batch and divides the SUM by the size of the whole global batch
 gradients equal those of one device seeing the global batch. Predictions
 and labels are gathered to update micro-averaged AUC metrics identically
 on every worker, which keeps early stopping in lockstep across workers.
+With sample weights (``loss.sample_weights``), each training example's loss
+is multiplied by its weight before that average (still divided by the
+example count), and the reported training loss is the weighted one, as in
+Keras; validation losses and metrics are never weighted, so early stopping
+compares like with like.
 
 What Keras callbacks did is done here: early stopping on
 ``training.monitor`` with the best weights restored, TensorBoard scalars,
@@ -38,6 +43,7 @@ import tensorflow as tf
 from doctags_core.config import Config
 from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
+from trainer.losses import training_losses
 from trainer.tf_config import ClusterRole
 
 log = logging.getLogger(__name__)
@@ -140,6 +146,9 @@ class TrainingLoop:
         loss_fn: ``f(y_true, scores)`` -> per-example losses (shape
             ``[batch]``, no reduction); binary cross-entropy by default. The
             loop itself averages over the GLOBAL batch.
+        sample_weights: Optional ``f(y_true)`` -> per-example weights
+            (`trainer.losses.BalancedSampleWeights`), applied to the
+            training loss only.
     """
 
     def __init__(
@@ -154,13 +163,14 @@ class TrainingLoop:
         global_batch: int,
         on_step: Callable[[int, int], None] | None = None,
         loss_fn: Callable = keras.losses.binary_crossentropy,
+        sample_weights: Callable | None = None,
     ):
         self.cfg, self.t = cfg, cfg.training
         self.strategy, self.role = strategy, role
         self.model, self.optimizer = model, optimizer
         self.examples, self.global_batch = examples, global_batch
         self.validation = strategy.experimental_distribute_dataset(validation)
-        self.on_step, self.loss_fn = on_step, loss_fn
+        self.on_step, self.loss_fn, self.sample_weights = on_step, loss_fn, sample_weights
         self.mode = monitor_mode(self.t.monitor)
         self.train_metrics = _EpochMetrics("")
         self.val_metrics = _EpochMetrics("val_")
@@ -198,7 +208,7 @@ class TrainingLoop:
     def _replica_gradients(self, ids, y, global_size):
         with tf.GradientTape() as tape:
             p = tf.cast(self.model(ids, training=True), tf.float32)
-            per_example = self.loss_fn(y, p)
+            per_example = training_losses(self.loss_fn, y, p, self.sample_weights)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_size)
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))

@@ -28,7 +28,7 @@ from trainer import data as data_lib
 from trainer import epoch_data, tf_config
 from trainer.distribute import configure_logical_cpus, make_strategy
 from trainer.loop import TrainingLoop
-from trainer.losses import make_loss
+from trainer.losses import make_loss, make_sample_weights
 from trainer.models import build_model
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,16 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     label_encoder = data_lib.make_label_encoder(labels)
     label_counts, n_train = data_lib.load_label_counts(cfg.data_dir, labels)
     loss_fn = make_loss(cfg.loss, label_counts, n_train, reduction=None)
+    train_pattern = schema.split_pattern(cfg.data_dir, "train")
+    # Every worker makes the same pass over the train labels: the same scale.
+    sample_weights = make_sample_weights(
+        cfg.loss,
+        label_counts,
+        n_train,
+        lambda: data_lib.label_batches(train_pattern, label_encoder),
+    )
+    if sample_weights is not None:
+        log.info("sample weights: %s", sample_weights.summary())
     t = cfg.training
     replicas = strategy.num_replicas_in_sync
     global_batch = global_batch_size(t, replicas)
@@ -174,9 +184,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     )
     if global_batch < replicas:
         log.warning("global batch %d < %d replicas: some replicas idle", global_batch, replicas)
-    examples = epoch_data.parsed_examples(
-        schema.split_pattern(cfg.data_dir, "train"), vectorizer, label_encoder
-    )
+    examples = epoch_data.parsed_examples(train_pattern, vectorizer, label_encoder)
     validation = epoch_data.eval_batches(
         schema.split_pattern(cfg.data_dir, "validation"), vectorizer, label_encoder, global_batch
     )
@@ -197,6 +205,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         global_batch,
         on_step,
         loss_fn=loss_fn,
+        sample_weights=sample_weights,
     )
     done = loop.run()
     if not role.is_chief:
@@ -234,6 +243,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
                 "mixed_precision": t.mixed_precision,
                 "jit_compile": t.jit_compile,
                 "loss_scale": _loss_scale(optimizer),
+                "sample_weights": sample_weights.summary() if sample_weights else None,
                 "resumed_from": done.resumed_from,
                 "steps_this_process": done.steps_run,
                 "epoch_seconds_this_process": done.epoch_seconds,
