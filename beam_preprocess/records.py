@@ -110,7 +110,8 @@ def _text_of(row: dict, cfg: DataConfig) -> str:
             continue
         if not isinstance(value, str):
             raise BadRecord(MISSING_TEXT, f"field {name!r} is {type(value).__name__}, not text")
-        if not value.isascii() and _SURROGATE.search(value):  # isascii: a C scan, 50x faster
+        # isascii() first: ASCII text holds no surrogate, and the search cost ~3 us a field.
+        if not value.isascii() and _SURROGATE.search(value):
             raise BadRecord(INVALID_UTF8, f"field {name!r} holds undecodable bytes")
         if value.strip():
             parts.append(value)

@@ -150,6 +150,18 @@ def encode_labels(labels: tf.RaggedTensor, label_encoder) -> tf.Tensor:
     return tf.cast(label_encoder(labels)[:, 1:], tf.float32)
 
 
+def shard_files(file_pattern: str) -> list[str]:
+    """The TFRecord shards matching ``file_pattern``, sorted (local or remote).
+
+    Raises:
+        FileNotFoundError: when the pattern matches no shard.
+    """
+    files = tf.io.gfile.glob(file_pattern)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
+    return sorted(files)
+
+
 def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> tf.data.Dataset:
     """Multi-hot label rows of a split, without tokenizing the text.
 
@@ -159,12 +171,10 @@ def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> t
     Raises:
         FileNotFoundError: when the pattern matches no shard.
     """
-    files = tf.io.gfile.glob(file_pattern)
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
+    files = shard_files(file_pattern)
     spec = {schema.LABELS: schema.feature_spec()[schema.LABELS]}
     ds = tf.data.TFRecordDataset(
-        sorted(files), compression_type="GZIP", num_parallel_reads=min(len(files), 8)
+        files, compression_type="GZIP", num_parallel_reads=min(len(files), 8)
     ).batch(batch_size)
     return ds.map(
         lambda serialized: encode_labels(
@@ -172,16 +182,6 @@ def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> t
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)
-
-
-def tokens_to_ids(clean_text: tf.Tensor, vectorizer) -> tf.Tensor:
-    """Token ids for a batch of cleaned texts, through the serving-time layer.
-
-    The records hold the cleaned text (`schema.CLEAN_TEXT`); the layer
-    splits it on whitespace exactly as it does behind the in-graph cleaning
-    at serving time, so training ids come from the same code path.
-    """
-    return vectorizer(clean_text)
 
 
 def make_dataset(
@@ -210,11 +210,9 @@ def make_dataset(
     Raises:
         FileNotFoundError: when the pattern matches no shard.
     """
-    files = tf.io.gfile.glob(file_pattern)
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
+    files = shard_files(file_pattern)
     spec = schema.feature_spec(with_text=with_metadata)
-    ds = tf.data.Dataset.from_tensor_slices(sorted(files))
+    ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(
@@ -229,7 +227,10 @@ def make_dataset(
 
     def parse(serialized):
         ex = tf.io.parse_example(serialized, spec)
-        ids = tokens_to_ids(ex[schema.CLEAN_TEXT], vectorizer)
+        # The records hold the cleaned text; the layer splits it on whitespace
+        # exactly as it does behind the in-graph cleaning at serving time, so
+        # training ids come from the serving code path.
+        ids = vectorizer(ex[schema.CLEAN_TEXT])
         y = encode_labels(ex[schema.LABELS], label_encoder)
         if with_metadata:
             meta = {
