@@ -1,16 +1,23 @@
-"""Which ops a SavedModel needs, and which of them TF Serving 2.20 lacks.
+"""Which ops a SavedModel needs, and which of them the targeted TF Serving lacks.
 
 TF Serving refuses to load a SavedModel that uses an op its binary was not
 built with ("Op type not registered"), and only at deploy time. Checking the
 op set here, against the list `opset_build` derived from TF Serving 2.20's
-own dependencies, moves that failure into the test suite.
+own dependencies, moves that failure into the test suite. The release is
+`doctags_core.export_contract.TF_SERVING_VERSION`; its list is
+``tf_serving_<major>_<minor>_ops.txt`` next to this module.
 """
 
 from __future__ import annotations
 
 import os
 
-ALLOWLIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_serving_2_20_ops.txt")
+from doctags_core.export_contract import tf_serving_minor
+
+ALLOWLIST = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)),
+    f"tf_serving_{tf_serving_minor().replace('.', '_')}_ops.txt",
+)
 
 
 def saved_model_ops(saved_model_dir: str) -> set[str]:
@@ -55,6 +62,6 @@ def load_allowlist(path: str = ALLOWLIST) -> dict[str, set[str]]:
 
 
 def unsupported_ops(saved_model_dir: str) -> list[str]:
-    """Ops of the SavedModel that a TF Serving 2.20 model server cannot run."""
+    """Ops of the SavedModel that the targeted TF Serving model server cannot run."""
     allowed = set().union(*load_allowlist().values())
     return sorted(saved_model_ops(saved_model_dir) - allowed)

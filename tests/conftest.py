@@ -55,6 +55,19 @@ def small_config(tmp_path, input_pattern, **sections):
 
 
 @pytest.fixture(scope="session")
+def tf_serving_python():
+    """The python of an environment with TF Serving's own TensorFlow release.
+
+    `.ci/run` builds it before the tests (``python -m serving.tf_serving_env``);
+    otherwise it is built here on first use, or taken from
+    ``DOCTAGS_TF_SERVING_PYTHON``.
+    """
+    from serving.tf_serving_env import ensure_env
+
+    return os.environ.get("DOCTAGS_TF_SERVING_PYTHON") or ensure_env()
+
+
+@pytest.fixture(scope="session")
 def reuters_slice(tmp_path_factory):
     """300 train + 100 test real Reuters documents as gzip JSONL."""
     d = tmp_path_factory.mktemp("slice")

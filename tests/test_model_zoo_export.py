@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from doctags.cli import main
 from doctags_core.config import load_config
+from serving.loader_check import check_export
 from serving.model import Tagger
 from tests.conftest import small_config
 
@@ -32,7 +33,13 @@ def _train_export(preprocessed, name, **sections):
     config = small_config(out, corpus, **sections)
     for command in (["train"], ["export"]):
         assert main([*command, "--config", config]) == 0, (name, command)
-    return load_config(config)
+    cfg = load_config(config)
+    # Every export runs in TF Serving's session-based loader, warmup replayed,
+    # with the same scores (1e-6) and tags as tf.saved_model.load.
+    result = check_export(cfg.export_dir)
+    assert result["warmup_replayed"] == 3 and result["max_abs_diff"] <= 1e-6
+    assert result["signatures"] == ["serving_default", "tokenize"]
+    return cfg
 
 
 @pytest.mark.parametrize(
@@ -57,10 +64,17 @@ def test_family_serves_raw_strings(preprocessed, family, extra):
     assert tagger.predict(TEXTS[:1])[0] == sorted(tagger.predict(TEXTS[:1])[0], key=lambda t: -t[1])
 
 
-def test_wordpiece_exports_and_matches_training_ids(preprocessed):
+def test_wordpiece_exports_and_matches_training_ids(preprocessed, tf_serving_python):
+    from doctags_core.export_contract import tf_serving_minor
+    from serving.tf_serving_env import run_loader_check
+
     cfg = _train_export(
         preprocessed, "wordpiece", model={"tokenizer": "wordpiece", "wordpiece_vocab_size": 500}
     )
+    # TF Serving's own TensorFlow and tensorflow-text run the WordPiece graph too.
+    done = run_loader_check(tf_serving_python, [cfg.export_dir])
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert f"TF {tf_serving_minor()}." in done.stdout
     pieces = open(os.path.join(cfg.export_dir, "assets", "wordpiece_vocab.txt")).read().split()
     assert any(p.startswith("##") for p in pieces)
     tokenize = Tagger(cfg.export_dir)._loaded.signatures["tokenize"]

@@ -130,3 +130,98 @@ def test_export_refuses_to_overwrite_and_stays_atomic(serving_export, tmp_path):
     a = tf.saved_model.load(path).signatures["serving_default"](text=texts)
     b = tf.saved_model.load(cfg.export_dir).signatures["serving_default"](text=texts)
     np.testing.assert_allclose(a["scores"].numpy(), b["scores"].numpy(), rtol=1e-6)
+
+
+def test_export_runs_in_tf_servings_session_loader(serving_export):
+    from serving.loader_check import check_export
+
+    result = check_export(serving_export.export_dir)
+    assert result["signatures"] == ["serving_default", "tokenize"]
+    assert result["warmup_replayed"] == len(export_lib.WARMUP_BATCH_SIZES)
+    assert result["max_abs_diff"] <= 1e-6
+    assert result["tagged"] > 0  # the compared tags are not all empty
+
+
+def test_export_runs_under_tf_servings_own_tensorflow(serving_export, tf_serving_python):
+    from doctags_core.export_contract import tf_serving_minor
+    from serving.tf_serving_env import run_loader_check
+
+    done = run_loader_check(tf_serving_python, [serving_export.export_dir])
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.startswith("ok ") and f"TF {tf_serving_minor()}." in done.stdout
+    assert "3 warmup requests replayed" in done.stdout
+
+
+def test_saved_model_cli_runs_the_serving_signature(serving_export):
+    """The command from the bug report, with TensorFlow's own saved_model_cli."""
+    import shutil
+    import subprocess
+    import sys
+
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable))
+    assert cli, "saved_model_cli is installed with tensorflow"
+    done = subprocess.run(
+        [
+            cli,
+            "run",
+            "--dir",
+            serving_export.export_dir,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            'text=["crude oil prices rose", "net profit rose 5 pct"]',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Result for output key tags:" in done.stdout
+    assert "Result for output key scores:" in done.stdout
+
+
+def test_session_loader_check_catches_the_keras_tf_module_trap(tmp_path):
+    """A Keras model held by a tf.Module and saved with tf.saved_model.save (the
+    old export) loads in Python but not in the session loader: the check sees it."""
+    import keras
+
+    from doctags_core.session_model import SessionModel
+
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+
+    class Holder(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": self.model(x)}
+
+    holder = Holder()
+    tf.saved_model.save(holder, str(tmp_path), signatures={"serving_default": holder.serve})
+    python_loaded = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    assert python_loaded(x=tf.ones([1, 3]))["y"].shape == (1, 2)
+    with pytest.raises(tf.errors.FailedPreconditionError, match="Could not find variable"):
+        with SessionModel(str(tmp_path)) as session:
+            session.run("serving_default", {"x": np.ones([1, 3], np.float32)})
+
+
+def test_export_takes_the_cleaning_of_the_data_not_of_the_config(serving_export, tmp_path):
+    from doctags_core.config import ConfigError
+
+    cfg = serving_export
+    changed = dataclasses.replace(
+        cfg,
+        cleaning=dataclasses.replace(cfg.cleaning, steps=("lowercase",)),
+        export=dataclasses.replace(cfg.export, base_dir=str(tmp_path)),
+    )
+    with pytest.raises(ConfigError) as refused:
+        export_lib.export_model(changed)
+    message = str(refused.value)
+    assert "cleaning.steps" in message and "['lowercase']" in message
+    assert str(list(cfg.cleaning.steps)) in message  # the data's steps, named too
+    assert not os.path.exists(os.path.join(str(tmp_path), cfg.export.model_name))

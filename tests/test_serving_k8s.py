@@ -11,6 +11,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from yamllint import config as yamllint_config
 from yamllint import linter
 
+from doctags_core.export_contract import TF_SERVING_VERSION
 from serving.batching_config import parse_batching_parameters
 from tests.conftest import REPO
 
@@ -77,7 +78,8 @@ def _args():
 
 def test_deployment_runs_tf_serving_2_20_with_known_flags():
     container = _container()
-    assert container["image"] == "tensorflow/serving:2.20.0"
+    # The one TF Serving release the export is checked against (op set, loader).
+    assert container["image"] == f"tensorflow/serving:{TF_SERVING_VERSION}"
     args = _args()
     assert set(args) <= TF_SERVING_2_20_FLAGS, set(args) - TF_SERVING_2_20_FLAGS
     assert args["enable_batching"] == "true"

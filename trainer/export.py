@@ -2,11 +2,21 @@
 
 The serving graph is: shared TF cleaning -> whitespace split -> the same
 TextVectorization as training -> the trained network -> threshold -> tag
-names. Loading it needs TensorFlow only (no doctags code, no
-tensorflow-text), so TF Serving, a notebook or `doctags serve` can all use it.
+names. Loading it needs TensorFlow only (no doctags code; tensorflow-text
+only for WordPiece models), so TF Serving, a notebook or `doctags serve` can
+all use it. Names and file layout are `doctags_core.export_contract`'s.
 
-Besides the SavedModel itself the version directory carries what TF Serving
-looks for next to it:
+The graph is written with Keras' `ExportArchive`, which tracks the model's
+and the vectorizer's variables and lookup tables itself. A `tf.Module`
+holding the Keras model and saved with ``tf.saved_model.save`` loads in
+Python but not in TF Serving: its restore op fills other variable handles
+than the ones the signatures read ("Could not find variable ...",
+keras-team/keras#20095). Before a version is published it is loaded with
+the session-based loader TF Serving uses and its warmup requests are
+replayed there (`doctags_core.session_model`).
+
+Besides the SavedModel the version directory carries what TF Serving looks
+for next to it:
 
 - ``assets.extra/tf_serving_warmup_requests``: ``PredictionLog`` TFRecords
   (tensorflow-serving-api protos) that TF Serving replays before it marks the
@@ -29,20 +39,14 @@ import time
 import keras
 import tensorflow as tf
 
+from doctags_core import export_contract as contract
 from doctags_core import schema
 from doctags_core.cleaning import clean_text
-from doctags_core.config import Config
+from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
+from doctags_core.session_model import SessionModel
 from trainer import data as data_lib
 from trainer.train import MODEL_FILE, THRESHOLDS_FILE
-
-SIGNATURE = "serving_default"
-TOKENIZE_SIGNATURE = "tokenize"
-INPUT_NAME = "text"
-OUTPUT_NAMES = ("scores", "tags", "tag_scores")
-EXTRA_DIR = "assets.extra"  # TF Serving's fixed name, not tracked by the SavedModel
-WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving's fixed name
-METADATA_FILE = "model_metadata.json"
 
 # Warmup texts exercise every cleaning branch (URL, HTML, entities,
 # contractions, digits, non-Latin letters, empty input) so that every regex
@@ -58,52 +62,68 @@ WARMUP_TEXTS = (
 # dynamic batching will produce.
 WARMUP_BATCH_SIZES = (1, 2, 5)
 
+_TEXT_SPEC = tf.TensorSpec([None], tf.string, name=contract.INPUT_NAME)
 
-class TaggerModule(tf.Module):
-    """The exported object: cleaning, vectorizing, scoring and tagging."""
 
-    def __init__(self, model, vectorizer, labels, thresholds, cfg: Config, assets: list[str]):
-        super().__init__(name="doctags")
-        self.model = model
-        self.vectorizer = vectorizer
-        self.label_names = tf.constant(labels, dtype=tf.string)
-        self.thresholds = tf.constant(thresholds, dtype=tf.float32)
-        self.asset_files = [tf.saved_model.Asset(path) for path in assets]
-        self._steps = tuple(cfg.cleaning.steps)
-        self._always_top1 = cfg.threshold.always_top1
+def tag_outputs(scores, label_names, thresholds, always_top1: bool) -> dict:
+    """``scores`` plus ``tags``/``tag_scores`` sorted by score, padded to dense tensors.
 
-    def _token_ids(self, text):
-        cleaned = clean_text(text, self._steps)
-        return cleaned, self.vectorizer(cleaned)
+    ``tags`` is padded with "" (and ``tag_scores`` with 0) to the largest
+    number of tags in the batch, so every output is a dense tensor that
+    TF Serving's REST and gRPC APIs can return.
+    """
+    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    sorted_scores = tf.gather(scores, order, batch_dims=1)
+    keep = sorted_scores >= tf.gather(thresholds, order)
+    if always_top1:  # the best tag even when no score passes its threshold
+        keep = tf.logical_or(keep, tf.equal(tf.range(tf.shape(keep)[1]), 0)[None, :])
+    tags = tf.ragged.boolean_mask(tf.gather(label_names, order), keep)
+    return {
+        "scores": scores,
+        "tags": tags.to_tensor(default_value=""),
+        "tag_scores": tf.ragged.boolean_mask(sorted_scores, keep).to_tensor(default_value=0.0),
+    }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
-    def serve(self, text):
-        """Per-label ``scores`` plus ``tags``/``tag_scores`` sorted by score.
 
-        ``tags`` is padded with "" (and ``tag_scores`` with 0) to the largest
-        number of tags in the batch, so every output is a dense tensor that
-        TF Serving's REST and gRPC APIs can return.
-        """
-        _, ids = self._token_ids(text)
-        scores = tf.cast(self.model(ids, training=False), tf.float32)
-        order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
-        sorted_scores = tf.gather(scores, order, batch_dims=1)
-        keep = sorted_scores >= tf.gather(self.thresholds, order)
-        if self._always_top1:  # the best tag even when no score passes its threshold
-            keep = tf.logical_or(keep, tf.equal(tf.range(tf.shape(keep)[1]), 0)[None, :])
-        tags = tf.ragged.boolean_mask(tf.gather(self.label_names, order), keep)
-        tag_scores = tf.ragged.boolean_mask(sorted_scores, keep)
-        return {
-            "scores": scores,
-            "tags": tags.to_tensor(default_value=""),
-            "tag_scores": tag_scores.to_tensor(default_value=0.0),
-        }
+def build_archive(
+    model: keras.Model,
+    vectorizer: keras.layers.Layer,
+    labels: list[str],
+    thresholds: list[float],
+    steps: tuple[str, ...],
+    always_top1: bool,
+) -> tuple[keras.export.ExportArchive, dict]:
+    """The serving and tokenize endpoints over the tracked model and vectorizer.
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
-    def tokenize(self, text):
-        """The cleaned text and token ids the model sees (for skew checks)."""
-        cleaned, ids = self._token_ids(text)
-        return {"cleaned": cleaned, "token_ids": ids}
+    Returns:
+        The archive and ``{signature name: tf.function}`` of its endpoints.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    if not vectorizer.built:  # a vocabulary-only layer builds on its first call
+        vectorizer(tf.constant([""]))
+    archive.track(vectorizer)
+    splitter = getattr(vectorizer, "wordpiece_splitter", None)
+    if splitter is not None:  # its lookup table is not a Keras variable
+        archive.track(splitter)
+    label_names = tf.constant(labels, dtype=tf.string)
+    per_label = tf.constant(thresholds, dtype=tf.float32)
+
+    def serve(text):
+        scores = tf.cast(model(vectorizer(clean_text(text, steps)), training=False), tf.float32)
+        return tag_outputs(scores, label_names, per_label, always_top1)
+
+    def tokenize(text):
+        cleaned = clean_text(text, steps)
+        return {"cleaned": cleaned, "token_ids": vectorizer(cleaned)}
+
+    endpoints = {
+        contract.SIGNATURE: archive.add_endpoint(contract.SIGNATURE, serve, [_TEXT_SPEC]),
+        contract.TOKENIZE_SIGNATURE: archive.add_endpoint(
+            contract.TOKENIZE_SIGNATURE, tokenize, [_TEXT_SPEC]
+        ),
+    }
+    return archive, endpoints
 
 
 def warmup_requests(model_name: str) -> list[bytes]:
@@ -119,9 +139,9 @@ def warmup_requests(model_name: str) -> list[bytes]:
     for size in WARMUP_BATCH_SIZES:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
-        request.model_spec.signature_name = SIGNATURE
+        request.model_spec.signature_name = contract.SIGNATURE
         texts = [WARMUP_TEXTS[i % len(WARMUP_TEXTS)] for i in range(size)]
-        request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+        request.inputs[contract.INPUT_NAME].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
         log = prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)
         )
@@ -133,13 +153,15 @@ def _spec_json(spec: tf.TensorSpec) -> dict:
     return {"dtype": spec.dtype.name, "shape": [d if d is not None else -1 for d in spec.shape]}
 
 
-def model_metadata(module: TaggerModule, cfg: Config, threshold: float, num_warmup: int) -> dict:
+def model_metadata(
+    endpoints: dict, cfg: Config, num_labels: int, threshold: float, num_warmup: int
+) -> dict:
     """What was exported: signatures, labels, threshold, cleaning, versions."""
     signatures = {}
-    for name, fn in ((SIGNATURE, module.serve), (TOKENIZE_SIGNATURE, module.tokenize)):
+    for name, fn in endpoints.items():
         concrete = fn.get_concrete_function()
         signatures[name] = {
-            "inputs": {INPUT_NAME: _spec_json(concrete.structured_input_signature[0][0])},
+            "inputs": {contract.INPUT_NAME: _spec_json(concrete.structured_input_signature[0][0])},
             "outputs": {k: _spec_json(v) for k, v in concrete.structured_outputs.items()},
         }
     return {
@@ -147,8 +169,9 @@ def model_metadata(module: TaggerModule, cfg: Config, threshold: float, num_warm
         "version": cfg.export.version,
         "exported_at_unix": int(time.time()),
         "tensorflow_version": tf.__version__,
+        "tf_serving_version": contract.TF_SERVING_VERSION,
         "signatures": signatures,
-        "num_labels": int(module.label_names.shape[0]),
+        "num_labels": num_labels,
         "threshold": threshold,
         "per_label_thresholds": cfg.threshold.per_label,
         "always_top1": cfg.threshold.always_top1,
@@ -160,34 +183,41 @@ def model_metadata(module: TaggerModule, cfg: Config, threshold: float, num_warm
     }
 
 
-def _write_extras(staging: str, module: TaggerModule, cfg: Config, threshold: float) -> None:
-    extra = os.path.join(staging, EXTRA_DIR)
+def _write_extras(staging: str, metadata: dict, records: list[bytes]) -> None:
+    extra = os.path.join(staging, contract.EXTRA_DIR)
     tf.io.gfile.makedirs(extra)
-    records = warmup_requests(cfg.export.model_name)
-    with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+    with tf.io.TFRecordWriter(contract.warmup_path(staging)) as writer:
         for record in records:
             writer.write(record)
-    with tf.io.gfile.GFile(os.path.join(extra, METADATA_FILE), "w") as f:
-        json.dump(model_metadata(module, cfg, threshold, len(records)), f, indent=2)
+    with tf.io.gfile.GFile(os.path.join(extra, contract.METADATA_FILE), "w") as f:
+        json.dump(metadata, f, indent=2)
 
 
-def _replay_warmup(staging: str) -> None:
-    """Loads the staged SavedModel and runs its warmup requests, as TF Serving will.
+def _copy_assets(staging: str, files: dict[str, str]) -> None:
+    """Copies ``{asset name: source path}`` into ``assets/`` for humans and readers."""
+    tf.io.gfile.makedirs(os.path.join(staging, contract.ASSETS_DIR))
+    for name, source in files.items():
+        tf.io.gfile.copy(source, contract.asset_path(staging, name), overwrite=True)
+
+
+def verify_in_session(version_dir: str) -> int:
+    """Loads the version as TF Serving does and replays its warmup; returns the count.
 
     Raises:
-        RuntimeError: if the model does not load or a warmup request fails,
-            so a broken export is never renamed into place.
+        RuntimeError: naming the version and the loader's message, so a
+            version TF Serving cannot run is never published.
     """
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    serve = tf.saved_model.load(staging).signatures[SIGNATURE]
-    path = os.path.join(staging, EXTRA_DIR, WARMUP_FILE)
-    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        request = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
-        texts = tf.make_ndarray(request.inputs[INPUT_NAME])
-        out = serve(**{INPUT_NAME: tf.constant(texts)})
-        if sorted(out) != sorted(OUTPUT_NAMES) or out["scores"].shape[0] != len(texts):
-            raise RuntimeError(f"{staging}: warmup request returned {out}")
+    try:
+        with SessionModel(version_dir) as session:
+            replayed = session.replay_warmup()
+    except Exception as e:  # noqa: BLE001 - any loader or run failure refuses the export
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(
+            f"{version_dir}: TF Serving's session loader cannot run this export: {first}"
+        ) from e
+    if replayed != len(WARMUP_BATCH_SIZES):
+        raise RuntimeError(f"{version_dir}: replayed {replayed} warmup requests")
+    return replayed
 
 
 def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float]]:
@@ -197,48 +227,73 @@ def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[floa
     return float(saved["threshold"]), thresholds_by_label(saved, labels)
 
 
+def data_cleaning_steps(cfg: Config) -> tuple[str, ...]:
+    """The cleaning steps the data was made with, checked against the config.
+
+    The export must clean raw text exactly as the Beam job cleaned the
+    training data; the steps come from the preprocess metadata, and a config
+    that says otherwise is refused rather than exported with skew.
+
+    Raises:
+        ConfigError: naming both lists when they differ.
+    """
+    with tf.io.gfile.GFile(os.path.join(cfg.data_dir, schema.METADATA_FILE)) as f:
+        steps = tuple(json.load(f)["cleaning_steps"])
+    if steps != tuple(cfg.cleaning.steps):
+        raise ConfigError(
+            f"cleaning.steps: the config says {list(cfg.cleaning.steps)} but the data in "
+            f"{cfg.data_dir} was made with {list(steps)}; run preprocess again or restore "
+            "the config's steps"
+        )
+    return steps
+
+
 def export_model(cfg: Config, overwrite: bool = False) -> str:
     """Writes the SavedModel to ``cfg.export_dir`` and returns that path.
 
     The version directory (SavedModel, assets, ``assets.extra`` warmup and
-    metadata) is written under a temporary name, checked by replaying its
-    warmup requests, and renamed into place, so a server watching the base
-    path never sees half a model nor a model that cannot answer.
+    metadata) is written under a temporary name, loaded with TF Serving's
+    session-based loader and its warmup replayed there, and only then
+    renamed into place, so a server watching the base path never sees half
+    a model nor a model that cannot answer.
 
     Raises:
         FileExistsError: if the version exists and ``overwrite`` is False.
+        ConfigError: if the config's cleaning differs from the data's.
+        RuntimeError: if the session loader cannot run the export.
     """
     target = cfg.export_dir
     if tf.io.gfile.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; raise export.version or pass --overwrite")
+    steps = data_cleaning_steps(cfg)
     model = keras.models.load_model(os.path.join(cfg.model_dir, MODEL_FILE))
     labels = data_lib.load_labels(cfg.data_dir)
     threshold, per_label = read_thresholds(cfg.model_dir, labels)
-    assets = [
-        os.path.join(cfg.data_dir, schema.LABELS_FILE),
-        os.path.join(cfg.data_dir, schema.VOCAB_FILE),
-        os.path.join(cfg.model_dir, THRESHOLDS_FILE),
-        os.path.join(cfg.model_dir, "config.yaml"),
-    ]
+    assets = {
+        contract.LABELS_ASSET: os.path.join(cfg.data_dir, schema.LABELS_FILE),
+        schema.VOCAB_FILE: os.path.join(cfg.data_dir, schema.VOCAB_FILE),
+        contract.THRESHOLDS_ASSET: os.path.join(cfg.model_dir, THRESHOLDS_FILE),
+        contract.CONFIG_ASSET: os.path.join(cfg.model_dir, "config.yaml"),
+    }
     if cfg.model.tokenizer == "wordpiece":
-        assets.append(os.path.join(cfg.model_dir, data_lib.WORDPIECE_VOCAB_FILE))
+        assets[data_lib.WORDPIECE_VOCAB_FILE] = os.path.join(
+            cfg.model_dir, data_lib.WORDPIECE_VOCAB_FILE
+        )
     vectorizer = data_lib.make_model_vectorizer(cfg)
-    module = TaggerModule(model, vectorizer, labels, per_label, cfg, assets)
+    archive, endpoints = build_archive(
+        model, vectorizer, labels, per_label, steps, cfg.threshold.always_top1
+    )
     parent = os.path.dirname(target)
     tf.io.gfile.makedirs(parent)
     # A leading dot: TF Serving and `doctags serve` only consider numeric names.
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
-        tf.saved_model.save(
-            module,
-            staging,
-            signatures={
-                SIGNATURE: module.serve,
-                TOKENIZE_SIGNATURE: module.tokenize,
-            },
-        )
-        _write_extras(staging, module, cfg, threshold)
-        _replay_warmup(staging)
+        archive.write_out(staging, verbose=False)
+        _copy_assets(staging, assets)
+        records = warmup_requests(cfg.export.model_name)
+        metadata = model_metadata(endpoints, cfg, len(labels), threshold, len(records))
+        _write_extras(staging, metadata, records)
+        verify_in_session(staging)
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server's user
         if tf.io.gfile.exists(target):
             shutil.rmtree(target)
