@@ -21,6 +21,7 @@ COPY doctags_core ./doctags_core
 COPY beam_preprocess ./beam_preprocess
 COPY trainer ./trainer
 COPY serving ./serving
+COPY evaluation ./evaluation
 COPY configs ./configs
 RUN pip install --no-cache-dir --no-deps . \
     && doctags --help > /dev/null

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from beam_preprocess.records import BadRecord, Document, dead_letter, parse_record
 from doctags_core.config import DataConfig
+from doctags_core.records import BadRecord, Document, dead_letter, parse_record
 from doctags_core.splits import SPLITS, assign_split
 
 

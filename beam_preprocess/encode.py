@@ -122,7 +122,7 @@ class BatchEncoder:
     """
 
     def __init__(self, steps, keep_raw_text: bool, vocab_shards: int, parts: int = 2):
-        from beam_preprocess.tf_runtime import import_tensorflow
+        from doctags_core.tf_runtime import import_tensorflow
 
         tf = import_tensorflow()
         parts = max(1, parts)

@@ -20,11 +20,10 @@ from collections import Counter
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_preprocess import transforms
 from beam_preprocess.combiners import length_summary
-from doctags_core import schema
+from doctags_core import beam_io, schema
 from doctags_core.config import Config, config_to_dict, config_to_yaml
 from doctags_core.labels import label_vocabulary
 from doctags_core.splits import SPLITS
@@ -122,11 +121,11 @@ def write_metadata(_, top_tokens, stats, dead_counts, records_read, written, cfg
 def build_pipeline(pipeline: beam.Pipeline, cfg: Config) -> None:
     """Adds the whole preprocessing graph to ``pipeline``."""
     p = cfg.preprocess
-    read = pipeline | "ReadRawRecords" >> transforms.ReadRawRecords(cfg.data, p.batch_size)
+    read = pipeline | "ReadRawRecords" >> beam_io.ReadRawRecords(cfg.data, p.batch_size)
     records_read = (
         (
             read["records"] | "RecordsPerBatch" >> beam.Map(len),
-            read[transforms.DEAD_LETTER_TAG] | "OnePerReadError" >> beam.Map(lambda _: 1),
+            read[beam_io.DEAD_LETTER_TAG] | "OnePerReadError" >> beam.Map(lambda _: 1),
         )
         | "AllRecordCounts" >> beam.Flatten()
         | "CountRecordsRead" >> beam.CombineGlobally(sum)
@@ -140,9 +139,9 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: Config) -> None:
         cfg.data, p.batch_size, duplicated
     )
     dead_counts = (
-        (read[transforms.DEAD_LETTER_TAG], parsed[transforms.DEAD_LETTER_TAG])
+        (read[beam_io.DEAD_LETTER_TAG], parsed[beam_io.DEAD_LETTER_TAG])
         | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> transforms.WriteDeadLetters(cfg.data_dir)
+        | "WriteDeadLetters" >> beam_io.WriteDeadLetters(cfg.data_dir)
     )
     encoded = parsed.docs | "CleanAndEncode" >> transforms.CleanAndEncode(
         cfg.cleaning.steps, cfg.data, p
@@ -166,16 +165,12 @@ def build_pipeline(pipeline: beam.Pipeline, cfg: Config) -> None:
     )
 
 
-def pipeline_options(cfg: Config, beam_args: list[str] | None = None) -> PipelineOptions:
-    """Options from config plus passthrough flags (``--project`` etc. win)."""
+def pipeline_options(cfg: Config, beam_args: list[str] | None = None):
+    """The job's options: the config's runner settings, then flags after ``--``."""
     p = cfg.preprocess
-    flags = list(beam_args or [])
-    defaults = {"runner": p.runner}
-    if p.runner == "DirectRunner":
-        defaults["direct_running_mode"] = p.direct_running_mode
-        defaults["direct_num_workers"] = p.direct_num_workers
-    given = {f.split("=")[0].lstrip("-") for f in flags if f.startswith("--")}
-    return PipelineOptions(flags, **{k: v for k, v in defaults.items() if k not in given})
+    return beam_io.pipeline_options(
+        p.runner, p.direct_running_mode, p.direct_num_workers, beam_args
+    )
 
 
 def _clear_previous_output(data_dir: str) -> None:
@@ -196,7 +191,7 @@ def run_preprocess(cfg: Config, beam_args: list[str] | None = None) -> dict:
     _clear_previous_output(cfg.data_dir)
     options = pipeline_options(cfg, beam_args)
     log.info("preprocess: %s -> %s", ", ".join(cfg.data.input_pattern), cfg.data_dir)
-    with beam.Pipeline(options=options) as pipeline:
+    with beam_io.make_pipeline(options) as pipeline:
         build_pipeline(pipeline, cfg)
     with FileSystems.open(os.path.join(cfg.data_dir, schema.METADATA_FILE)) as f:
         return json.loads(f.read().decode("utf-8"))

@@ -7,142 +7,18 @@ runner reads like the pipeline description in the README.
 
 from __future__ import annotations
 
-import json
-import os
-
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_preprocess import batches, combiners, readers, records, sinks
-from doctags_core import schema
+from beam_preprocess import batches, combiners, sinks
+from doctags_core import records
+from doctags_core.beam_io import DEAD_LETTER_TAG, NAMESPACE, Outputs, ReadRawRecords
 from doctags_core.config import DataConfig, PreprocessConfig
 
-DEAD_LETTER_TAG = "dead_letter"
 DUPLICATE_GROUP_TAG = "duplicate_group"
 TOKEN_COUNTS_TAG = "token_counts"
-NAMESPACE = "doctags"
-
-
-_EXTENSIONS = (
-    ((".jsonl", ".ndjson", ".json"), "jsonl"),
-    ((".csv",), "csv"),
-    ((".parquet", ".pq"), "parquet"),
-    ((".tfrecord", ".tfrecords", ".tfrec"), "tfrecord"),
-)
-
-
-def input_format(pattern: str, configured: str) -> str:
-    """``jsonl``, ``csv``, ``parquet`` or ``tfrecord`` for one input pattern.
-
-    From config, else from the extension (compression suffixes ignored).
-    """
-    if configured != "auto":
-        return configured
-    name = pattern.lower()
-    for suffix in (".gz", ".gzip", ".bz2", ".zst", ".deflate", ".zlib"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    for suffixes, fmt in _EXTENSIONS:
-        if name.endswith(suffixes):
-            return fmt
-    raise ValueError(
-        f"data.format: cannot tell the format of {pattern!r} from its extension; "
-        "set data.format to jsonl, csv, parquet or tfrecord"
-    )
-
-
-class _ReadFileBatches(beam.DoFn):
-    """Streams one file into batches of raw records (see `readers`)."""
-
-    def __init__(self, cfg: DataConfig, batch_size: int):
-        self._cfg = cfg
-        self._batch_size = batch_size
-
-    def _items(self, fmt: str, path: str, stream):
-        n = self._batch_size
-        if fmt == "tfrecord":
-            return readers.iter_tfrecord_batches(path, n, self._cfg)
-        if fmt == "parquet":
-            return readers.iter_parquet_batches(stream, path, n, self._cfg)
-        if fmt == "csv":
-            return readers.iter_csv_batches(stream, path, n)
-        return readers.iter_jsonl_batches(stream, path, n)
-
-    def process(self, fmt_path):
-        fmt, path = fmt_path
-        read = beam.metrics.Metrics.counter(NAMESPACE, "records_read")
-        if fmt == "tfrecord":
-            stream = None  # tf.data opens the file itself
-        elif fmt == "parquet":
-            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        else:
-            stream = readers.open_text_input(path)
-        try:
-            for item in self._items(fmt, path, stream):
-                if isinstance(item, dict):  # a dead letter: a record the reader could not split
-                    read.inc()
-                    beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{item['reason']}").inc()
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
-                else:
-                    read.inc(len(item))
-                    yield item
-        finally:
-            if stream is not None:
-                stream.close()
-
-
-class ReadRawRecords(beam.PTransform):
-    """Reads every input file into batches of ``(source, raw)`` records.
-
-    Files are matched, spread over workers (a reshuffle of the file names
-    only, never of the data), and each file is streamed into batches of
-    ``batch_size`` records by the reader of its format. JSONL lines are kept
-    as bytes (not decoded) so that invalid UTF-8 becomes a dead letter
-    instead of crashing the reader; CSV is parsed by the csv module (quoted
-    newlines work); Parquet is read one record batch at a time; TFRecord
-    entries are decoded from ``tf.train.Example``. What a reader cannot
-    split into records goes to the dead-letter output.
-    """
-
-    def __init__(self, cfg: DataConfig, batch_size: int):
-        super().__init__()
-        self._cfg = cfg
-        self._batch_size = batch_size
-
-    def expand(self, pbegin):
-        files = []
-        for i, pattern in enumerate(self._cfg.input_pattern):
-            fmt = input_format(pattern, self._cfg.format)
-            files.append(
-                pbegin
-                | f"Match{i}" >> fileio.MatchFiles(pattern)
-                | f"Format{i}" >> beam.Map(lambda m, fmt: (fmt, m.path), fmt)
-            )
-        read = (
-            tuple(files)
-            | "AllFiles" >> beam.Flatten()
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFileBatches"
-            >> beam.ParDo(_ReadFileBatches(self._cfg, self._batch_size)).with_outputs(
-                DEAD_LETTER_TAG, main="records"
-            )
-        )
-        return {"records": read.records, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
-
-
-class Outputs(dict):
-    """Named outputs of a composite transform, also readable as attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError as e:
-            raise AttributeError(name) from e
 
 
 class _ParseBatch(beam.DoFn):
@@ -419,33 +295,4 @@ class ComputeStatistics(beam.PTransform):
             encoded
             | "BatchStatistics" >> beam.Map(batches.batch_statistics)
             | "MergeStatistics" >> beam.CombineGlobally(combiners.StatisticsFn())
-        )
-
-
-class WriteDeadLetters(beam.PTransform):
-    """Writes dead letters as JSONL and counts them by reason."""
-
-    def __init__(self, data_dir: str):
-        super().__init__()
-        self._data_dir = data_dir
-
-    def expand(self, dead_letters):
-        _ = (
-            dead_letters
-            | "ToJson" >> beam.Map(lambda d: json.dumps(d, ensure_ascii=False))
-            | "WriteJsonl"
-            >> beam.io.WriteToText(
-                os.path.join(self._data_dir, schema.DEAD_LETTER_DIR, "part"),
-                file_name_suffix=".jsonl",
-                # 0: each bundle writes its own file. A fixed count would group
-                # every dead letter by shard first (held in memory by the
-                # DirectRunner), which matters when dedupe removes many.
-                num_shards=0,
-            )
-        )
-        return (
-            dead_letters
-            | "ReasonOf" >> beam.Map(lambda d: d["reason"])
-            | "CountReasons" >> beam.combiners.Count.PerElement()
-            | "ToDict" >> beam.combiners.ToDict()
         )

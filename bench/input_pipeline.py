@@ -31,9 +31,8 @@ import tensorflow as tf  # noqa: E402
 
 from doctags_core import schema  # noqa: E402
 from doctags_core.config import load_config  # noqa: E402
+from doctags_core.data_files import load_labels, load_vocabulary  # noqa: E402
 from trainer.data import (  # noqa: E402
-    load_labels,
-    load_vocabulary,
     make_dataset,
     make_label_encoder,
     make_vectorizer,

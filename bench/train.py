@@ -92,7 +92,7 @@ def child_seed(args) -> dict:
     import keras
     import numpy as np
 
-    from doctags_core import schema
+    from doctags_core import data_files, schema
     from doctags_core.config import load_config
     from trainer import data as data_lib
     from trainer.models import build_model
@@ -101,9 +101,9 @@ def child_seed(args) -> dict:
     data_dir = os.path.join(args.work, "data")
     keras.utils.set_random_seed(cfg.training.seed)
     vectorizer = data_lib.make_vectorizer(
-        data_lib.load_vocabulary(data_dir), cfg.model.sequence_length
+        data_files.load_vocabulary(data_dir), cfg.model.sequence_length
     )
-    labels = data_lib.load_labels(data_dir)
+    labels = data_files.load_labels(data_dir)
     encoder = data_lib.make_label_encoder(labels)
 
     def arrays(split):
@@ -116,7 +116,8 @@ def child_seed(args) -> dict:
 
     x, y = arrays("train")
     val = arrays("validation")
-    priors = data_lib.load_label_priors(data_dir, labels)
+    counts, n_train = data_files.load_label_counts(data_dir, labels)
+    priors = [c / max(n_train, 1) for c in counts]
     model = build_model(cfg.model, vectorizer.vocabulary_size(), len(labels), priors)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.training.learning_rate),

@@ -13,6 +13,7 @@ doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ def _config(args) -> Config:
     if args.command in ("train", "run"):
         # Logical devices must be set before any TensorFlow op runs. Importing
         # TensorFlow here, before the Beam job of `run`, also keeps the job's
-        # thread-pool tuning (beam_preprocess/tf_runtime.py) out of training.
+        # thread-pool tuning (doctags_core/tf_runtime.py) out of training.
         from trainer.distribute import configure_logical_cpus
 
         configure_logical_cpus(cfg.training.logical_cpu_devices)
@@ -97,7 +98,7 @@ def cmd_export(cfg: Config, args) -> str:
 
 def cmd_evaluate(cfg: Config, args) -> dict:
     """Evaluates the exported model and prints the report."""
-    from serving.evaluate import evaluate, format_report
+    from evaluation.evaluate import evaluate, format_report
 
     report = evaluate(args.model or cfg.export_dir, cfg.data_dir, cfg.eval_dir, args.split)
     print(format_report(report))
@@ -144,7 +145,7 @@ def cmd_predict(args) -> list:
             row for i in range(0, len(texts), 256) for row in client.tag(texts[i : i + 256])
         ]
     else:
-        from serving.model import Tagger
+        from doctags_core.tagger import Tagger
 
         predictions = Tagger(args.model).predict(texts)
     if args.json:
@@ -191,8 +192,8 @@ def cmd_serve(args) -> None:
 
 def cmd_run(cfg: Config, args) -> dict:
     """Preprocess -> train -> export -> evaluate -> a few predictions."""
-    from serving.evaluate import read_split
-    from serving.model import Tagger
+    from doctags_core.data_files import read_split
+    from doctags_core.tagger import Tagger
 
     started = time.time()
     cmd_preprocess(cfg, args)
@@ -265,18 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batching-parameters-file", help="TF Serving batching parameters (text proto)")
     p.add_argument("--max-request-bytes", type=int, default=8 << 20)
     p.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
-    from doctags_core.synth import add_arguments as add_synth_arguments
-
     add_synth_arguments(sub.add_parser("synth", help="generate a synthetic labelled corpus"))
     return parser
 
 
+def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per `SynthSpec` field (``--mean-words`` for ``mean_words``), plus output."""
+    from doctags_core.synth import FORMATS, SynthSpec
+
+    parser.add_argument("--out", required=True, help="output directory")
+    for f in dataclasses.fields(SynthSpec):
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default
+        )
+    parser.add_argument("--format", choices=FORMATS, default="jsonl")
+    parser.add_argument("--workers", type=int, default=1, help="generator processes")
+
+
 def cmd_synth(args) -> list[str]:
     """Writes a synthetic corpus (`doctags_core.synth`) and prints where."""
-    from doctags_core.synth import spec_from_args, write_corpus
+    from doctags_core.synth import SynthSpec, write_corpus
 
     started = time.time()
-    spec = spec_from_args(args)
+    spec = SynthSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SynthSpec)})
     paths = write_corpus(spec, args.out, args.format, workers=args.workers)
     print(
         f"synth: {spec.documents} documents, {spec.labels} labels in {len(paths)} "

@@ -142,6 +142,9 @@ def remove_stopwords(text):
     return tf.strings.regex_replace(tf.strings.join([" ", text, " "]), _STOP_PATTERN, " ")
 
 
+# The registry of steps, in the order the default config applies them (URLs
+# and markup go before lowercasing, digits before letters_only, stop words
+# last): config validation, the default and the config reference read it.
 CLEANING_STEPS: dict[str, Callable] = {
     "remove_urls": remove_urls,
     "strip_html": strip_html,
@@ -151,6 +154,7 @@ CLEANING_STEPS: dict[str, Callable] = {
     "letters_only": letters_only,
     "remove_stopwords": remove_stopwords,
 }
+DEFAULT_STEPS: tuple[str, ...] = tuple(CLEANING_STEPS)
 
 
 # Whitespace, separators and control characters are folded into one space.

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from doctags_core.cleaning import CLEANING_STEPS
+from doctags_core.cleaning import CLEANING_STEPS, DEFAULT_STEPS
+from doctags_core.families import FAMILIES
 
 
 class ConfigError(ValueError):
@@ -68,15 +69,7 @@ class DataConfig:
 class CleaningConfig:
     """Ordered text-cleaning steps (see `doctags_core.cleaning`)."""
 
-    steps: tuple[str, ...] = (
-        "remove_urls",
-        "strip_html",
-        "lowercase",
-        "expand_contractions",
-        "drop_tokens_with_digits",
-        "letters_only",
-        "remove_stopwords",
-    )
+    steps: tuple[str, ...] = DEFAULT_STEPS
 
 
 @dataclass(frozen=True)
@@ -325,7 +318,7 @@ class Config:
         return os.path.join(self.output_dir, "eval")
 
 
-MODEL_FAMILIES = ("dnn", "cnn", "bigru", "transformer", "tfidf_mlp")
+MODEL_FAMILIES = tuple(FAMILIES)
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tfrecord")
 RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 MONITORS = ("val_loss", "val_pr_auc", "val_roc_auc")

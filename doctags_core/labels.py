@@ -53,14 +53,6 @@ def label_vocabulary(counts: Mapping[str, int], min_count: int = 1) -> list[str]
     return [name for name, _ in sorted(kept, key=lambda kv: (-kv[1], kv[0]))]
 
 
-def read_lines(path: str) -> list[str]:
-    """Reads a one-name-per-line file written by the Beam job (local or remote)."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "r") as f:
-        return [line.rstrip("\n") for line in f if line.rstrip("\n")]
-
-
 def multi_hot(label_lists: Iterable[Iterable[str]], vocabulary: list[str]):
     """Turns label-name lists into a 0/1 numpy matrix over ``vocabulary``."""
     import numpy as np

@@ -29,19 +29,6 @@ THRESHOLDS_FILE = "thresholds.json"  # written by the trainer, shipped in the ex
 DEAD_LETTER_DIR = "dead_letter"
 
 
-def read_vocab_counts(data_dir: str) -> list[tuple[str, int, int]]:
-    """``(token, count, document_count)`` rows of the Beam job's ``vocab_counts.tsv``."""
-    import tensorflow as tf  # gfile reads local disk and gs:// alike
-
-    rows = []
-    with tf.io.gfile.GFile(os.path.join(data_dir, VOCAB_COUNTS_FILE)) as f:
-        next(f)  # header
-        for line in f:
-            token, count, document_count = line.rstrip("\n").split("\t")
-            rows.append((token, int(count), int(document_count)))
-    return rows
-
-
 def split_pattern(data_dir: str, split: str) -> str:
     """Glob of the TFRecord shards of one split."""
     return os.path.join(data_dir, split, f"part-*{RECORD_SUFFIX}")

@@ -423,35 +423,3 @@ def write_corpus(
     with open(os.path.join(out_dir, "corpus.json"), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
     return paths
-
-
-def add_arguments(parser) -> None:
-    """The generator's command-line options (shared by the CLI and bench/)."""
-    d = SynthSpec()
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--documents", type=int, default=d.documents)
-    parser.add_argument("--labels", type=int, default=d.labels)
-    parser.add_argument("--vocabulary", type=int, default=d.vocabulary)
-    parser.add_argument("--mean-words", type=int, default=d.mean_words)
-    parser.add_argument("--mean-labels", type=float, default=d.mean_labels)
-    parser.add_argument("--topic-share", type=float, default=d.topic_share)
-    parser.add_argument("--duplicate-fraction", type=float, default=d.duplicate_fraction)
-    parser.add_argument("--documents-per-shard", type=int, default=d.documents_per_shard)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--format", choices=FORMATS, default="jsonl")
-    parser.add_argument("--workers", type=int, default=1, help="generator processes")
-
-
-def spec_from_args(args) -> SynthSpec:
-    """A SynthSpec from parsed `add_arguments` options."""
-    return SynthSpec(
-        documents=args.documents,
-        labels=args.labels,
-        vocabulary=args.vocabulary,
-        mean_words=args.mean_words,
-        mean_labels=args.mean_labels,
-        topic_share=args.topic_share,
-        duplicate_fraction=args.duplicate_fraction,
-        documents_per_shard=args.documents_per_shard,
-        seed=args.seed,
-    )

@@ -9,9 +9,9 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_preprocess import records, transforms
+from beam_preprocess import transforms
 from beam_preprocess.pipeline import run_preprocess
-from doctags_core import schema
+from doctags_core import beam_io, records, schema
 from doctags_core.config import DataConfig, PreprocessConfig, load_config
 from tests.conftest import reuters_records, small_config
 
@@ -34,7 +34,7 @@ def test_parse_documents_transform_separates_dead_letters():
             | "Parse" >> transforms.ParseDocuments(CFG, batch_size=2)
         )
         ids = out.docs | "Ids" >> beam.FlatMap(lambda docs: [d.doc_id for d in docs])
-        reasons = out[transforms.DEAD_LETTER_TAG] | "Reasons" >> beam.Map(
+        reasons = out[beam_io.DEAD_LETTER_TAG] | "Reasons" >> beam.Map(
             lambda d: (d["source"], d["reason"])
         )
         assert_that(ids, equal_to(["1", "2"]), label="GoodIds")

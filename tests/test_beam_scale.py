@@ -17,10 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_preprocess import readers, records, sinks, transforms
+from beam_preprocess import sinks
 from beam_preprocess.encode import make_batch_encoder
 from beam_preprocess.pipeline import build_pipeline, run_preprocess
-from doctags_core import schema, synth
+from doctags_core import beam_io, readers, records, schema, synth
 from doctags_core.cleaning import CLEANING_STEPS, make_batch_cleaner
 from doctags_core.config import ConfigError, DataConfig, config_from_dict, load_config
 from tests.conftest import REUTERS, reuters_records, small_config
@@ -145,7 +145,7 @@ def test_workers_import_tensorflow_without_keras_and_keras_still_works_later():
     """The worker's TF import skips Keras and tunes the pools; ``import keras`` still works."""
     script = """
 import sys
-from beam_preprocess.tf_runtime import import_tensorflow
+from doctags_core.tf_runtime import import_tensorflow
 tf = import_tensorflow()
 assert "keras" not in sys.modules and "sklearn" not in sys.modules, "keras was imported"
 assert "keras.src.optimizers" not in sys.modules, "the absent-module mark was left behind"
@@ -169,7 +169,7 @@ def test_a_process_that_imported_tensorflow_first_keeps_its_thread_settings():
     script = """
 import tensorflow as tf
 from tensorflow.python.eager import context
-from beam_preprocess.tf_runtime import import_tensorflow
+from doctags_core.tf_runtime import import_tensorflow
 assert import_tensorflow() is tf
 assert tf.config.threading.get_intra_op_parallelism_threads() == 0  # TF's default
 assert not context.context().config.experimental.disable_thread_spinning
@@ -385,9 +385,9 @@ def test_new_formats_and_dedupe_load():
     ],
 )
 def test_format_from_extension(name, fmt):
-    assert transforms.input_format(name, "auto") == fmt
+    assert beam_io.input_format(name, "auto") == fmt
 
 
 def test_unknown_extension_asks_for_data_format():
     with pytest.raises(ValueError, match="set data.format to jsonl, csv, parquet or tfrecord"):
-        transforms.input_format("corpus.xml", "auto")
+        beam_io.input_format("corpus.xml", "auto")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from doctags.cli import main
-from doctags_core import schema
+from doctags_core import data_files, schema
 from doctags_core.config import load_config
 from tests.conftest import REPO, REUTERS, reuters_records, small_config
 from trainer import data as data_lib
@@ -134,9 +134,9 @@ def test_no_skew_on_every_reuters_test_document(full_reuters):
     """Exported in-graph cleaning + tokenization == the trainer's ids from Beam output."""
     cfg = full_reuters
     vectorizer = data_lib.make_vectorizer(
-        data_lib.load_vocabulary(cfg.data_dir), cfg.model.sequence_length
+        data_files.load_vocabulary(cfg.data_dir), cfg.model.sequence_length
     )
-    encoder = data_lib.make_label_encoder(data_lib.load_labels(cfg.data_dir))
+    encoder = data_lib.make_label_encoder(data_files.load_labels(cfg.data_dir))
     ds = data_lib.make_dataset(
         schema.split_pattern(cfg.data_dir, "test"),
         vectorizer,

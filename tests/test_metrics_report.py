@@ -8,7 +8,7 @@ from doctags_core.metrics import (
     sweep_threshold,
     threshold_grid,
 )
-from serving.report import render_report
+from evaluation.report import render_report
 
 Y = np.array([[1, 0, 0], [0, 1, 1], [1, 0, 1], [0, 0, 0]], dtype=np.int8)
 S = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.4], [0.6, 0.1, 0.7], [0.2, 0.1, 0.3]])

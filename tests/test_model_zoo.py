@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from doctags_core.config import ModelConfig
+from doctags_core.families import input_kind
 from trainer import models
 
 
@@ -34,7 +35,7 @@ def test_family_trains_and_round_trips(family, tmp_path):
     )
     vocab, labels = 30, 3
     model = models.build_model(cfg, vocab, labels, label_priors=[0.5, 0.1, 0.01])
-    if models.INPUT_KINDS[family] == "tf_idf":
+    if input_kind(family) == "tf_idf":
         x = np.random.default_rng(1).random((4, vocab)).astype("float32")
     else:
         x = _ids()

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from doctags.cli import main
 from doctags_core.config import load_config
+from doctags_core.tagger import Tagger
 from serving.loader_check import check_export
-from serving.model import Tagger
 from tests.conftest import small_config
 
 TEXTS = ["Net profit rose to 5 mln dlrs on higher sales", "Crude oil prices fell sharply", ""]
@@ -77,8 +77,7 @@ def test_wordpiece_exports_and_matches_training_ids(preprocessed, tf_serving_pyt
     assert f"TF {tf_serving_minor()}." in done.stdout
     pieces = open(os.path.join(cfg.export_dir, "assets", "wordpiece_vocab.txt")).read().split()
     assert any(p.startswith("##") for p in pieces)
-    tokenize = Tagger(cfg.export_dir)._loaded.signatures["tokenize"]
-    ids = tokenize(text=tf.constant(["unbelievably profitable exporters"]))["token_ids"].numpy()
+    ids = Tagger(cfg.export_dir).tokenize(["unbelievably profitable exporters"])["token_ids"]
     from trainer.data import make_model_vectorizer
 
     expected = make_model_vectorizer(cfg)(tf.constant(["unbelievably profitable exporters"]))
@@ -110,13 +109,13 @@ def test_per_label_thresholds_and_top1_live_in_the_export(preprocessed):
 def test_balanced_sample_weights_train_only_and_export(preprocessed):
     import keras
 
-    from doctags_core import schema
+    from doctags_core import data_files, schema
     from trainer import data as data_lib
 
     cfg = _train_export(preprocessed, "balanced", loss={"sample_weights": "balanced"})
     summary = json.load(open(os.path.join(cfg.model_dir, "training_summary.json")))
     weights = summary["sample_weights"]
-    _, n_train = data_lib.load_label_counts(cfg.data_dir, data_lib.load_labels(cfg.data_dir))
+    _, n_train = data_files.load_label_counts(cfg.data_dir, data_files.load_labels(cfg.data_dir))
     assert weights["train_examples"] == n_train
     assert weights["mean"] == pytest.approx(1.0, rel=1e-5)
     assert weights["min"] < 1 < weights["max"]  # rare-label documents weigh more
@@ -128,7 +127,7 @@ def test_balanced_sample_weights_train_only_and_export(preprocessed):
     plain = json.load(open(tmp / "unweighted" / "run" / "model" / "training_summary.json"))
     assert abs(summary["history"]["loss"][0] - plain["history"]["loss"][0]) > 1e-4
     # Validation loss is unweighted: the plain mean BCE of the saved (best = only) epoch.
-    labels = data_lib.load_labels(cfg.data_dir)
+    labels = data_files.load_labels(cfg.data_dir)
     model = keras.models.load_model(os.path.join(cfg.model_dir, "model.keras"))
     val = data_lib.make_dataset(
         schema.split_pattern(cfg.data_dir, "validation"),

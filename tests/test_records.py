@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from beam_preprocess import records
+from doctags_core import records
 from doctags_core.config import DataConfig
 from doctags_core.labels import LabelError, parse_labels
 from doctags_core.splits import assign_split

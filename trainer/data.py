@@ -7,40 +7,14 @@ streamed from disk, never loaded into memory.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 
 import keras
 import tensorflow as tf
 
-from doctags_core import schema
-from doctags_core.labels import read_lines
-
-
-def load_vocabulary(data_dir: str) -> list[str]:
-    """The Beam job's token vocabulary (most frequent first)."""
-    return read_lines(os.path.join(data_dir, schema.VOCAB_FILE))
-
-
-def load_labels(data_dir: str) -> list[str]:
-    """The Beam job's label vocabulary; its order fixes the output columns."""
-    return read_lines(os.path.join(data_dir, schema.LABELS_FILE))
-
-
-def load_label_counts(data_dir: str, labels: list[str]) -> tuple[list[int], int]:
-    """Train documents per label (in ``labels`` order) and train documents in all."""
-    with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
-        metadata = json.load(f)
-    counts = metadata["label_counts"]
-    per_label = [counts.get(label, {}).get("train", 0) for label in labels]
-    return per_label, metadata["documents"]["train"]
-
-
-def load_label_priors(data_dir: str, labels: list[str]) -> list[float]:
-    """Share of train documents carrying each label, from the Beam metadata."""
-    counts, n_train = load_label_counts(data_dir, labels)
-    return [c / max(n_train, 1) for c in counts]
+from doctags_core import data_files, schema
+from doctags_core.families import input_kind
+from trainer.outputs import WORDPIECE_VOCAB_FILE
 
 
 def make_vectorizer(vocabulary: list[str], sequence_length: int) -> keras.layers.TextVectorization:
@@ -60,22 +34,6 @@ def make_vectorizer(vocabulary: list[str], sequence_length: int) -> keras.layers
     )
 
 
-def load_idf_weights(data_dir: str, vocabulary: list[str]) -> list[float]:
-    """IDF of each vocabulary token from the Beam job's train document counts.
-
-    Uses the formula Keras' own ``adapt()`` would, ``log(1 + N / (1 + df))``,
-    but from counts computed by the distributed combine, never by a pass over
-    the corpus here.
-    """
-    with tf.io.gfile.GFile(os.path.join(data_dir, schema.METADATA_FILE)) as f:
-        n_docs = json.load(f)["documents"]["train"]
-    document_counts = {token: df for token, _, df in schema.read_vocab_counts(data_dir)}
-    return [math.log(1 + n_docs / (1 + document_counts.get(t, 0))) for t in vocabulary]
-
-
-WORDPIECE_VOCAB_FILE = "wordpiece_vocab.txt"
-
-
 def learn_wordpiece(cfg, save: bool = True) -> list[str]:
     """Learns the WordPiece vocabulary from the Beam word counts.
 
@@ -85,7 +43,7 @@ def learn_wordpiece(cfg, save: bool = True) -> list[str]:
     """
     from trainer.wordpiece import learn_vocabulary
 
-    word_counts = [(token, n) for token, n, _ in schema.read_vocab_counts(cfg.data_dir)]
+    word_counts = [(token, n) for token, n, _ in data_files.read_vocab_counts(cfg.data_dir)]
     pieces = learn_vocabulary(word_counts, cfg.model.wordpiece_vocab_size)
     if save:
         tf.io.gfile.makedirs(cfg.model_dir)
@@ -107,8 +65,6 @@ def make_model_vectorizer(cfg, wordpiece_vocabulary=None) -> keras.layers.TextVe
     Raises:
         FileNotFoundError: for ``wordpiece`` before `learn_wordpiece` saved.
     """
-    from trainer.models import INPUT_KINDS
-
     if cfg.model.tokenizer == "wordpiece":
         from trainer.wordpiece import WordpieceSplitter
 
@@ -117,7 +73,7 @@ def make_model_vectorizer(cfg, wordpiece_vocabulary=None) -> keras.layers.TextVe
             path = os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE)
             if not tf.io.gfile.exists(path):
                 raise FileNotFoundError(f"{path} is missing; training learns it")
-            pieces = read_lines(path)
+            pieces = data_files.read_lines(path)
         splitter = WordpieceSplitter(pieces)
         layer = keras.layers.TextVectorization(
             standardize=None,
@@ -128,14 +84,14 @@ def make_model_vectorizer(cfg, wordpiece_vocabulary=None) -> keras.layers.TextVe
         )
         layer.wordpiece_splitter = splitter  # tracked, so its table is saved with the model
         return layer
-    vocabulary = load_vocabulary(cfg.data_dir)
-    if INPUT_KINDS[cfg.model.family] == "tf_idf":
+    vocabulary = data_files.load_vocabulary(cfg.data_dir)
+    if input_kind(cfg.model.family) == "tf_idf":
         return keras.layers.TextVectorization(
             standardize=None,
             split="whitespace",
             output_mode="tf_idf",
             vocabulary=vocabulary,
-            idf_weights=load_idf_weights(cfg.data_dir, vocabulary),
+            idf_weights=data_files.load_idf_weights(cfg.data_dir, vocabulary),
         )
     return make_vectorizer(vocabulary, cfg.model.sequence_length)
 
@@ -150,18 +106,6 @@ def encode_labels(labels: tf.RaggedTensor, label_encoder) -> tf.Tensor:
     return tf.cast(label_encoder(labels)[:, 1:], tf.float32)
 
 
-def shard_files(file_pattern: str) -> list[str]:
-    """The TFRecord shards matching ``file_pattern``, sorted (local or remote).
-
-    Raises:
-        FileNotFoundError: when the pattern matches no shard.
-    """
-    files = tf.io.gfile.glob(file_pattern)
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shard matches {file_pattern}; run preprocess first")
-    return sorted(files)
-
-
 def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> tf.data.Dataset:
     """Multi-hot label rows of a split, without tokenizing the text.
 
@@ -171,7 +115,7 @@ def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> t
     Raises:
         FileNotFoundError: when the pattern matches no shard.
     """
-    files = shard_files(file_pattern)
+    files = data_files.files_matching(file_pattern)
     spec = {schema.LABELS: schema.feature_spec()[schema.LABELS]}
     ds = tf.data.TFRecordDataset(
         files, compression_type="GZIP", num_parallel_reads=min(len(files), 8)
@@ -210,7 +154,7 @@ def make_dataset(
     Raises:
         FileNotFoundError: when the pattern matches no shard.
     """
-    files = shard_files(file_pattern)
+    files = data_files.files_matching(file_pattern)
     spec = schema.feature_spec(with_text=with_metadata)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:

@@ -39,14 +39,20 @@ import time
 import keras
 import tensorflow as tf
 
+from doctags_core import data_files, schema
 from doctags_core import export_contract as contract
-from doctags_core import schema
 from doctags_core.cleaning import clean_text
 from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
 from doctags_core.session_model import SessionModel
 from trainer import data as data_lib
-from trainer.train import MODEL_FILE, THRESHOLDS_FILE
+from trainer.outputs import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    THRESHOLDS_FILE,
+    WORDPIECE_VOCAB_FILE,
+    model_path,
+)
 
 # Warmup texts exercise every cleaning branch (URL, HTML, entities,
 # contractions, digits, non-Latin letters, empty input) so that every regex
@@ -222,7 +228,7 @@ def verify_in_session(version_dir: str) -> int:
 
 def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float]]:
     """The global threshold and one threshold per label, in label order."""
-    with tf.io.gfile.GFile(os.path.join(model_dir, THRESHOLDS_FILE)) as f:
+    with tf.io.gfile.GFile(model_path(model_dir, THRESHOLDS_FILE)) as f:
         saved = json.load(f)
     return float(saved["threshold"]), thresholds_by_label(saved, labels)
 
@@ -237,8 +243,7 @@ def data_cleaning_steps(cfg: Config) -> tuple[str, ...]:
     Raises:
         ConfigError: naming both lists when they differ.
     """
-    with tf.io.gfile.GFile(os.path.join(cfg.data_dir, schema.METADATA_FILE)) as f:
-        steps = tuple(json.load(f)["cleaning_steps"])
+    steps = tuple(data_files.read_metadata(cfg.data_dir)["cleaning_steps"])
     if steps != tuple(cfg.cleaning.steps):
         raise ConfigError(
             f"cleaning.steps: the config says {list(cfg.cleaning.steps)} but the data in "
@@ -266,19 +271,17 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
     if tf.io.gfile.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; raise export.version or pass --overwrite")
     steps = data_cleaning_steps(cfg)
-    model = keras.models.load_model(os.path.join(cfg.model_dir, MODEL_FILE))
-    labels = data_lib.load_labels(cfg.data_dir)
+    model = keras.models.load_model(model_path(cfg.model_dir, MODEL_FILE))
+    labels = data_files.load_labels(cfg.data_dir)
     threshold, per_label = read_thresholds(cfg.model_dir, labels)
     assets = {
         contract.LABELS_ASSET: os.path.join(cfg.data_dir, schema.LABELS_FILE),
         schema.VOCAB_FILE: os.path.join(cfg.data_dir, schema.VOCAB_FILE),
-        contract.THRESHOLDS_ASSET: os.path.join(cfg.model_dir, THRESHOLDS_FILE),
-        contract.CONFIG_ASSET: os.path.join(cfg.model_dir, "config.yaml"),
+        contract.THRESHOLDS_ASSET: model_path(cfg.model_dir, THRESHOLDS_FILE),
+        contract.CONFIG_ASSET: model_path(cfg.model_dir, CONFIG_FILE),
     }
     if cfg.model.tokenizer == "wordpiece":
-        assets[data_lib.WORDPIECE_VOCAB_FILE] = os.path.join(
-            cfg.model_dir, data_lib.WORDPIECE_VOCAB_FILE
-        )
+        assets[WORDPIECE_VOCAB_FILE] = model_path(cfg.model_dir, WORDPIECE_VOCAB_FILE)
     vectorizer = data_lib.make_model_vectorizer(cfg)
     archive, endpoints = build_archive(
         model, vectorizer, labels, per_label, steps, cfg.threshold.always_top1

@@ -2,8 +2,9 @@
 
 Sequence families (dnn, cnn, bigru, transformer) take int token ids of
 shape ``[batch, sequence_length]``; ``tfidf_mlp`` takes the TF-IDF vector of
-the same TextVectorization vocabulary (``INPUT_KINDS`` says which). All return
-per-label probabilities, so the export wraps any family the same way.
+the same TextVectorization vocabulary (`doctags_core.families` names the
+families and what each reads). All return per-label probabilities, so the
+export wraps any family the same way.
 """
 
 from __future__ import annotations
@@ -13,15 +14,6 @@ import numpy as np
 from keras import ops
 
 from doctags_core.config import ModelConfig
-
-# What each family reads from the shared vectorizer: token ids or a TF-IDF vector.
-INPUT_KINDS = {
-    "dnn": "ids",
-    "cnn": "ids",
-    "bigru": "ids",
-    "transformer": "ids",
-    "tfidf_mlp": "tf_idf",
-}
 
 
 def _scores_layer(num_labels: int, label_priors) -> keras.layers.Dense:
@@ -241,6 +233,7 @@ def build_tfidf_mlp(
     return _head(tfidf, x, cfg, num_labels, label_priors, "tfidf_mlp")
 
 
+# One builder per family of `doctags_core.families.FAMILIES` (a test ties the two).
 BUILDERS = {
     "dnn": build_dnn,
     "cnn": build_cnn,

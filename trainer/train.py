@@ -1,41 +1,36 @@
-"""Training under any tf.distribute layout, then the validation threshold sweep."""
+"""Training under any tf.distribute layout, then the validation threshold sweep.
+
+`train` reads as the sequence of its steps: load the inputs the Beam job
+made, lay out the batch over the cluster, build the model, run the loop,
+then (chief only) choose thresholds on validation and write the outputs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from doctags_core import schema
+from doctags_core import data_files, schema
 from doctags_core.config import Config, TrainingConfig, save_config
-from doctags_core.metrics import (
-    apply_thresholds,
-    per_label_thresholds,
-    summary_metrics,
-    sweep_threshold,
-    threshold_grid,
-    thresholds_by_label,
-)
+from doctags_core.metrics import apply_thresholds, summary_metrics, thresholds_by_label
 from trainer import data as data_lib
 from trainer import epoch_data, tf_config
 from trainer.distribute import configure_logical_cpus, make_strategy
-from trainer.loop import TrainingLoop
+from trainer.loop import LoopResult, TrainingLoop
 from trainer.losses import make_loss, make_sample_weights
 from trainer.models import build_model
+from trainer.outputs import MODEL_FILE, SUMMARY_FILE, THRESHOLDS_FILE, model_path
+from trainer.tf_config import ClusterRole
+from trainer.thresholds import choose_thresholds, predict_split
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.keras"
-THRESHOLDS_FILE = schema.THRESHOLDS_FILE
-SUMMARY_FILE = "training_summary.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +44,28 @@ class TrainResult:
     seconds: float
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     chief: bool = True  # False on the other workers of a multi-worker run (nothing written)
+
+
+@dataclass
+class TrainingInputs:
+    """What the Beam job made, ready for the loop: vocabularies, datasets, loss."""
+
+    labels: list[str]
+    vectorizer: keras.layers.Layer
+    label_encoder: keras.layers.Layer
+    label_counts: list[int]
+    n_train: int
+    loss_fn: Callable
+    sample_weights: Callable | None
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one global batch spreads over the cluster."""
+
+    replicas: int
+    global_batch: int
+    learning_rate: float
 
 
 def global_batch_size(t: TrainingConfig, replicas: int) -> int:
@@ -93,38 +110,135 @@ def _loss_scale(optimizer) -> float | None:
     return None
 
 
-def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """``(y_true, scores)`` over a whole ``(ids, labels)`` dataset."""
-    ys, scores = [], []
-    for ids, y in dataset:
-        ys.append(y.numpy())
-        scores.append(model(ids, training=False).numpy())
-    return np.concatenate(ys).astype(np.int8), np.concatenate(scores)
+def load_inputs(cfg: Config, role: ClusterRole) -> TrainingInputs:
+    """Labels, vectorizer, label encoder, loss and sample weights from the Beam outputs.
 
-
-def choose_thresholds(cfg: Config, y_val, s_val, labels: list[str]) -> tuple[float, dict]:
-    """Global (and optionally per-label) thresholds, from VALIDATION scores only.
-
-    Returns:
-        The global threshold and the ``thresholds.json`` content: the global
-        value, its sweep curve and, with ``threshold.per_label``, a
-        ``per_label`` map (labels too rare to tune keep the global value).
+    Raises:
+        ValueError: when the label vocabulary is empty.
     """
-    th = cfg.threshold
-    grid = threshold_grid(th.start, th.stop, th.step)
-    best, curve = sweep_threshold(y_val, s_val, grid, th.metric)
-    saved = {
+    labels = data_files.load_labels(cfg.data_dir)
+    if not labels:
+        raise ValueError(f"{cfg.data_dir}: the label vocabulary is empty")
+    pieces = None
+    if cfg.model.tokenizer == "wordpiece":
+        pieces = data_lib.learn_wordpiece(cfg, save=role.is_chief)
+    vectorizer = data_lib.make_model_vectorizer(cfg, pieces)
+    label_encoder = data_lib.make_label_encoder(labels)
+    label_counts, n_train = data_files.load_label_counts(cfg.data_dir, labels)
+    loss_fn = make_loss(cfg.loss, label_counts, n_train, reduction=None)
+    train_pattern = schema.split_pattern(cfg.data_dir, "train")
+    # Every worker makes the same pass over the train labels: the same scale.
+    sample_weights = make_sample_weights(
+        cfg.loss,
+        label_counts,
+        n_train,
+        lambda: data_lib.label_batches(train_pattern, label_encoder),
+    )
+    if sample_weights is not None:
+        log.info("sample weights: %s", sample_weights.summary())
+    return TrainingInputs(
+        labels, vectorizer, label_encoder, label_counts, n_train, loss_fn, sample_weights
+    )
+
+
+def batch_layout(t: TrainingConfig, strategy, role: ClusterRole) -> BatchLayout:
+    """The global batch and learning rate for this cluster, logged."""
+    replicas = strategy.num_replicas_in_sync
+    global_batch = global_batch_size(t, replicas)
+    learning_rate = scaled_learning_rate(t, global_batch)
+    log.info(
+        "training on %d replica(s) (%d worker(s), this one %s:%d%s): global batch %d, lr %g",
+        replicas,
+        role.num_workers,
+        role.task_type,
+        role.task_index,
+        ", chief" if role.is_chief else "",
+        global_batch,
+        learning_rate,
+    )
+    if global_batch < replicas:
+        log.warning("global batch %d < %d replicas: some replicas idle", global_batch, replicas)
+    return BatchLayout(replicas, global_batch, learning_rate)
+
+
+def build_model_and_optimizer(
+    cfg: Config, strategy, inputs: TrainingInputs, layout: BatchLayout
+) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+    """The configured family, output biases at the label priors, under the strategy."""
+    with _precision(cfg.training.mixed_precision), strategy.scope():
+        priors = [c / max(inputs.n_train, 1) for c in inputs.label_counts]
+        model = build_model(
+            cfg.model, inputs.vectorizer.vocabulary_size(), len(inputs.labels), priors
+        )
+        optimizer = _optimizer(cfg.training, layout.learning_rate)
+    return model, optimizer
+
+
+def validation_thresholds(
+    cfg: Config, model: keras.Model, inputs: TrainingInputs
+) -> tuple[float, dict, dict]:
+    """``(global threshold, thresholds.json content, validation metrics)``."""
+    y_val, s_val = predict_split(
+        model,
+        data_lib.make_dataset(
+            schema.split_pattern(cfg.data_dir, "validation"),
+            inputs.vectorizer,
+            inputs.label_encoder,
+            256,
+        ),
+    )
+    best, thresholds = choose_thresholds(cfg, y_val, s_val, inputs.labels)
+    per_label = thresholds_by_label(thresholds, inputs.labels)
+    metrics = summary_metrics(y_val, apply_thresholds(s_val, per_label, cfg.threshold.always_top1))
+    return best, thresholds, metrics
+
+
+def _summary(
+    cfg: Config,
+    done: LoopResult,
+    layout: BatchLayout,
+    role: ClusterRole,
+    optimizer,
+    inputs: TrainingInputs,
+    seconds: float,
+    best: float,
+    val_metrics: dict,
+) -> dict:
+    """``training_summary.json``: how the run went and what it chose."""
+    t = cfg.training
+    weights = inputs.sample_weights
+    return {
+        "epochs_run": done.epochs_run,
+        "best_epoch": done.best_epoch,
+        "stopped_early": done.stopped_early,
+        "seconds": seconds,
+        "replicas": layout.replicas,
+        "workers": role.num_workers,
+        "global_batch_size": layout.global_batch,
+        "learning_rate": layout.learning_rate,
+        "mixed_precision": t.mixed_precision,
+        "jit_compile": t.jit_compile,
+        "loss_scale": _loss_scale(optimizer),
+        "sample_weights": weights.summary() if weights else None,
+        "resumed_from": done.resumed_from,
+        "steps_this_process": done.steps_run,
+        "epoch_seconds_this_process": done.epoch_seconds,
         "threshold": best,
-        "metric": th.metric,
-        "split": "validation",
-        "curve": curve,
-        "always_top1": th.always_top1,
+        "validation": val_metrics,
+        "history": {k: [row[k] for row in done.history] for k in done.history[0]},
     }
-    if th.per_label:
-        tuned = per_label_thresholds(y_val, s_val, grid, best, th.min_positives)
-        saved["per_label"] = dict(zip(labels, tuned))
-        saved["min_positives"] = th.min_positives
-    return best, saved
+
+
+def write_outputs(cfg: Config, model: keras.Model, thresholds: dict, summary: dict) -> str:
+    """The Keras model, ``thresholds.json``, the summary and the config; the model's path."""
+    path = model_path(cfg.model_dir, MODEL_FILE)
+    model.save(path)
+    with tf.io.gfile.GFile(model_path(cfg.model_dir, THRESHOLDS_FILE), "w") as f:
+        json.dump(thresholds, f, indent=2)
+    with tf.io.gfile.GFile(model_path(cfg.model_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+    save_config(cfg, cfg.model_dir)
+    return path
 
 
 def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> TrainResult:
@@ -148,52 +262,20 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     strategy = make_strategy(cfg.training)
     keras.utils.set_random_seed(cfg.training.seed)
     started = time.time()
-    labels = data_lib.load_labels(cfg.data_dir)
-    if not labels:
-        raise ValueError(f"{cfg.data_dir}: the label vocabulary is empty")
-    pieces = None
-    if cfg.model.tokenizer == "wordpiece":
-        pieces = data_lib.learn_wordpiece(cfg, save=role.is_chief)
-    vectorizer = data_lib.make_model_vectorizer(cfg, pieces)
-    label_encoder = data_lib.make_label_encoder(labels)
-    label_counts, n_train = data_lib.load_label_counts(cfg.data_dir, labels)
-    loss_fn = make_loss(cfg.loss, label_counts, n_train, reduction=None)
-    train_pattern = schema.split_pattern(cfg.data_dir, "train")
-    # Every worker makes the same pass over the train labels: the same scale.
-    sample_weights = make_sample_weights(
-        cfg.loss,
-        label_counts,
-        n_train,
-        lambda: data_lib.label_batches(train_pattern, label_encoder),
+    inputs = load_inputs(cfg, role)
+    layout = batch_layout(cfg.training, strategy, role)
+    examples = epoch_data.parsed_examples(
+        schema.split_pattern(cfg.data_dir, "train"), inputs.vectorizer, inputs.label_encoder
     )
-    if sample_weights is not None:
-        log.info("sample weights: %s", sample_weights.summary())
-    t = cfg.training
-    replicas = strategy.num_replicas_in_sync
-    global_batch = global_batch_size(t, replicas)
-    learning_rate = scaled_learning_rate(t, global_batch)
-    log.info(
-        "training on %d replica(s) (%d worker(s), this one %s:%d%s): global batch %d, lr %g",
-        replicas,
-        role.num_workers,
-        role.task_type,
-        role.task_index,
-        ", chief" if role.is_chief else "",
-        global_batch,
-        learning_rate,
-    )
-    if global_batch < replicas:
-        log.warning("global batch %d < %d replicas: some replicas idle", global_batch, replicas)
-    examples = epoch_data.parsed_examples(train_pattern, vectorizer, label_encoder)
     validation = epoch_data.eval_batches(
-        schema.split_pattern(cfg.data_dir, "validation"), vectorizer, label_encoder, global_batch
+        schema.split_pattern(cfg.data_dir, "validation"),
+        inputs.vectorizer,
+        inputs.label_encoder,
+        layout.global_batch,
     )
     if role.is_chief:
         tf.io.gfile.makedirs(cfg.model_dir)
-    with _precision(t.mixed_precision), strategy.scope():
-        priors = [c / max(n_train, 1) for c in label_counts]
-        model = build_model(cfg.model, vectorizer.vocabulary_size(), len(labels), priors)
-        optimizer = _optimizer(t, learning_rate)
+    model, optimizer = build_model_and_optimizer(cfg, strategy, inputs, layout)
     loop = TrainingLoop(
         cfg,
         strategy,
@@ -202,59 +284,21 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         optimizer,
         examples,
         validation,
-        global_batch,
+        layout.global_batch,
         on_step,
-        loss_fn=loss_fn,
-        sample_weights=sample_weights,
+        loss_fn=inputs.loss_fn,
+        sample_weights=inputs.sample_weights,
     )
     done = loop.run()
     if not role.is_chief:
         log.info("worker %d finished; the chief writes the outputs", role.task_index)
-        seconds = time.time() - started
-        return TrainResult("", float("nan"), {}, done.epochs_run, seconds, model, chief=False)
-
-    model_path = os.path.join(cfg.model_dir, MODEL_FILE)
-    model.save(model_path)
-    y_val, s_val = predict_split(
-        model,
-        data_lib.make_dataset(
-            schema.split_pattern(cfg.data_dir, "validation"), vectorizer, label_encoder, 256
-        ),
-    )
-    best, thresholds = choose_thresholds(cfg, y_val, s_val, labels)
-    per_label = thresholds_by_label(thresholds, labels)
-    val_metrics = summary_metrics(
-        y_val, apply_thresholds(s_val, per_label, cfg.threshold.always_top1)
-    )
-    seconds = time.time() - started
-    with tf.io.gfile.GFile(os.path.join(cfg.model_dir, THRESHOLDS_FILE), "w") as f:
-        json.dump(thresholds, f, indent=2)
-    with tf.io.gfile.GFile(os.path.join(cfg.model_dir, SUMMARY_FILE), "w") as f:
-        json.dump(
-            {
-                "epochs_run": done.epochs_run,
-                "best_epoch": done.best_epoch,
-                "stopped_early": done.stopped_early,
-                "seconds": seconds,
-                "replicas": replicas,
-                "workers": role.num_workers,
-                "global_batch_size": global_batch,
-                "learning_rate": learning_rate,
-                "mixed_precision": t.mixed_precision,
-                "jit_compile": t.jit_compile,
-                "loss_scale": _loss_scale(optimizer),
-                "sample_weights": sample_weights.summary() if sample_weights else None,
-                "resumed_from": done.resumed_from,
-                "steps_this_process": done.steps_run,
-                "epoch_seconds_this_process": done.epoch_seconds,
-                "threshold": best,
-                "validation": val_metrics,
-                "history": {k: [row[k] for row in done.history] for k in done.history[0]},
-            },
-            f,
-            indent=2,
+        return TrainResult(
+            "", float("nan"), {}, done.epochs_run, time.time() - started, model, False
         )
-    save_config(cfg, cfg.model_dir)
+    best, thresholds, val_metrics = validation_thresholds(cfg, model, inputs)
+    seconds = time.time() - started
+    summary = _summary(cfg, done, layout, role, optimizer, inputs, seconds, best, val_metrics)
+    path = write_outputs(cfg, model, thresholds, summary)
     loop.backup.remove()
     log.info(
         "validation threshold %.2f: micro-F1 %.4f macro-F1 %.4f",
@@ -262,4 +306,4 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         val_metrics["micro_f1"],
         val_metrics["macro_f1"],
     )
-    return TrainResult(model_path, best, val_metrics, done.epochs_run, seconds, model)
+    return TrainResult(path, best, val_metrics, done.epochs_run, seconds, model)

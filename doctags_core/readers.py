@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from beam_preprocess import records
+from doctags_core import records
 from doctags_core.config import DataConfig
 
 _CHUNK = 4 << 20  # bytes read at a time from JSONL files
@@ -127,7 +127,7 @@ def iter_tfrecord_batches(path: str, batch_size: int, cfg: DataConfig) -> Iterat
     truncated file ends with one ``unreadable_file`` dead letter after the
     records read before the damage.
     """
-    from beam_preprocess.tf_runtime import import_tensorflow
+    from doctags_core.tf_runtime import import_tensorflow
 
     tf = import_tensorflow()
 

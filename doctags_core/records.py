@@ -29,19 +29,6 @@ INVALID_SPLIT = "invalid_split"
 INVALID_EXAMPLE = "invalid_example"  # a TFRecord entry that is not a tf.train.Example
 UNREADABLE_FILE = "unreadable_file"  # a Parquet or TFRecord file that cannot be read
 DUPLICATE = "duplicate"  # same normalized text as a kept document (preprocess.dedupe)
-REASONS = (
-    INVALID_UTF8,
-    INVALID_JSON,
-    INVALID_CSV,
-    MISSING_TEXT,
-    MISSING_LABELS,
-    INVALID_LABELS,
-    MISSING_ID,
-    INVALID_SPLIT,
-    INVALID_EXAMPLE,
-    UNREADABLE_FILE,
-    DUPLICATE,
-)
 
 _MAX_RECORD_CHARS = 20000  # keep dead-letter files readable on huge bad rows
 # Lone surrogates: undecodable bytes kept by ``surrogateescape`` (CSV,

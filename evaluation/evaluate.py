@@ -1,8 +1,9 @@
 """Evaluate an exported model end to end on a split's raw text.
 
 The test documents' raw text (kept in the TFRecords by the Beam job) goes
-through the exported SavedModel exactly as a client's request would, so the
-figures measure the artifact that is deployed, cleaning and threshold included.
+through the exported SavedModel exactly as a client's request would, loaded
+by TF Serving's session-based loader (`doctags_core.tagger`), so the figures
+measure the artifact that is deployed, cleaning and threshold included.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import os
 
 import tensorflow as tf
 
-from doctags_core import schema
+from doctags_core import export_contract as contract
+from doctags_core.data_files import read_split, train_label_counts
 from doctags_core.labels import multi_hot
 from doctags_core.metrics import (
     format_table,
@@ -21,38 +23,12 @@ from doctags_core.metrics import (
     summary_metrics,
     thresholds_by_label,
 )
-from serving.model import Tagger
-from serving.report import render_report
-
-
-def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[list[str]]]:
-    """``(ids, raw texts, label lists)`` of one split, streamed from the shards."""
-    files = tf.io.gfile.glob(schema.split_pattern(data_dir, split))
-    if not files:
-        raise FileNotFoundError(f"no {split} shards under {data_dir}; run preprocess first")
-    spec = schema.feature_spec(with_text=True)
-    ids, texts, labels = [], [], []
-    ds = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").batch(1024)
-    for batch in ds.map(lambda s: tf.io.parse_example(s, spec)):
-        ids += [x.decode("utf-8") for x in batch[schema.ID].numpy()]
-        texts += [x.decode("utf-8") for x in batch[schema.TEXT].numpy()]
-        labels += [[lb.decode("utf-8") for lb in row] for row in batch[schema.LABELS].to_list()]
-    if texts and not any(texts):
-        raise ValueError(f"{data_dir}: the records hold no raw text (preprocess.keep_raw_text)")
-    return ids, texts, labels
-
-
-def _train_label_counts(data_dir: str) -> dict[str, int]:
-    path = os.path.join(data_dir, schema.METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        return {}
-    with tf.io.gfile.GFile(path) as f:
-        counts = json.load(f).get("label_counts", {})
-    return {label: c.get("train", 0) for label, c in counts.items()}
+from doctags_core.tagger import Tagger
+from evaluation.report import render_report
 
 
 def _model_thresholds(tagger: Tagger) -> list[float]:
-    path = os.path.join(tagger.path, "assets", schema.THRESHOLDS_FILE)
+    path = contract.asset_path(tagger.path, contract.THRESHOLDS_ASSET)
     if not tf.io.gfile.exists(path):
         return []
     with tf.io.gfile.GFile(path) as f:
@@ -93,7 +69,7 @@ def evaluate(
             scores,
             tagger.labels,
             _model_thresholds(tagger),
-            _train_label_counts(data_dir),
+            train_label_counts(data_dir),
         )
         with tf.io.gfile.GFile(os.path.join(out_dir, f"report_{split}.html"), "w") as f:
             f.write(page)

@@ -1,0 +1,24 @@
+"""The model directory's layout: what training writes and export reads.
+
+One place for the file names, so the export does not import the training
+code for them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from doctags_core import schema
+
+MODEL_FILE = "model.keras"
+THRESHOLDS_FILE = schema.THRESHOLDS_FILE
+SUMMARY_FILE = "training_summary.json"
+HISTORY_FILE = "history.csv"
+WORDPIECE_VOCAB_FILE = "wordpiece_vocab.txt"
+CONFIG_FILE = "config.yaml"
+LOGS_DIR = "logs"
+
+
+def model_path(model_dir: str, name: str) -> str:
+    """A file of the model directory (one of the names above)."""
+    return os.path.join(model_dir, name)
