@@ -300,6 +300,7 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self) -> None:
         self._cancel_timer()
         self.state = BUSY
+        self.server._waiting.pop(self, None)
         self.transport.pause_reading()
         request = self.request
         future = self.server.loop.run_in_executor(self.server.pool, self.server.call, request)
@@ -327,6 +328,7 @@ class _Connection(asyncio.Protocol):
         log.info("REST %s: %s (%d)", self.peer, reason, response.status)
         self.transport.write(_encode(response, keep_alive=False))
         self.closing = True
+        self.server._waiting.pop(self, None)
         self._cancel_timer()
         self.transport.close()
 
@@ -339,12 +341,14 @@ class _Connection(asyncio.Protocol):
         """
         self._cancel_timer()
         self.state, self.since = state, time.monotonic()
+        self.server._waiting_since(self)
         self.timer = self.server.loop.call_later(seconds, self._expire, reason)
 
     def _expire(self, reason: str | None) -> None:
         self.timer = None
         if reason is None:
             self.closing = True
+            self.server._waiting.pop(self, None)
             self.transport.close()
         else:
             self.drop(reason)
@@ -359,6 +363,7 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self.server._waiting.pop(self, None)
         self._cancel_timer()
         self.server._dropped(self, reason)
         self.transport.abort()
@@ -396,6 +401,8 @@ class HttpServer:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
         self.connections: set[_Connection] = set()
+        # Connections without a complete request, oldest wait first: eviction is O(1).
+        self._waiting: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
         self.pool = ThreadPoolExecutor(
             self.limits.max_workers, thread_name_prefix=f"{name}-handler"
         )
@@ -444,9 +451,8 @@ class HttpServer:
     def _admit(self, connection: _Connection) -> bool:
         """Registers a new connection, evicting a slow one when at the limit."""
         if len(self.connections) >= self.limits.max_connections:
-            waiting = [c for c in self.connections if c.state in (IDLE, HEADERS) and not c.closing]
-            if waiting:
-                victim = min(waiting, key=lambda c: c.since)
+            if self._waiting:
+                victim = next(iter(self._waiting))
                 victim.drop(f"evicted: {self.limits.max_connections} connections open")
             else:
                 connection.closing = True
@@ -460,8 +466,15 @@ class HttpServer:
         self.connections.add(connection)
         return True
 
+    def _waiting_since(self, connection: _Connection) -> None:
+        """Keeps `_waiting` in order of `since` for connections in IDLE or HEADERS."""
+        self._waiting.pop(connection, None)
+        if connection.state in (IDLE, HEADERS) and not connection.closing:
+            self._waiting[connection] = None
+
     def _forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
+        self._waiting.pop(connection, None)
 
     def _dropped(self, connection: _Connection, reason: str) -> None:
         key = reason.split(":")[0]
