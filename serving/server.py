@@ -44,7 +44,7 @@ def exposure_warning(host: str) -> str | None:
     if is_loopback(host):
         return None
     return (
-        f"WARNING: --host {host} exposes the model server beyond this machine: anyone who "
+        f"--host {host} exposes the model server beyond this machine: anyone who "
         "reaches the port can call every model, unauthenticated and in plain text (no TLS). "
         "Put TLS and authentication in front (a reverse proxy or ingress) and bind 127.0.0.1 "
         "behind it; see README, Serving."
