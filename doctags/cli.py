@@ -156,38 +156,67 @@ def cmd_predict(args) -> list:
     return predictions
 
 
+def _serve_batching(args):
+    """Batching options from the flags, then TF Serving's batching parameters file."""
+    from serving.batching import BatchingOptions
+
+    batching = BatchingOptions(
+        max_batch_size=args.max_batch_size,
+        batch_timeout_micros=args.batch_timeout_micros,
+        max_enqueued_batches=args.max_enqueued_batches,
+        num_batch_threads=args.num_batch_threads,
+        enable_large_batch_splitting=args.enable_large_batch_splitting,
+        max_execution_batch_size=args.max_execution_batch_size,
+        enabled=not args.disable_batching,
+    )
+    if args.batching_parameters_file:
+        from serving.batching_config import parse_batching_parameters
+
+        with open(args.batching_parameters_file, encoding="utf-8") as f:
+            batching = parse_batching_parameters(f.read(), batching)
+    return batching
+
+
+def _serve_metrics_path(args) -> str | None:
+    """The Prometheus path a TF Serving monitoring config file turns on, if any."""
+    if not args.monitoring_config_file:
+        return None
+    from serving.monitoring_config import prometheus_path
+
+    with open(args.monitoring_config_file, encoding="utf-8") as f:
+        return prometheus_path(f.read())
+
+
 def cmd_serve(args) -> None:
     """Serves a model base path over TF Serving's REST and gRPC APIs until stopped."""
-    from serving.batching import BatchingOptions
+    from serving.http_server import HttpLimits
     from serving.server import ServerOptions, serve_forever
 
     try:
-        batching = BatchingOptions(
-            max_batch_size=args.max_batch_size,
-            batch_timeout_micros=args.batch_timeout_micros,
-            max_enqueued_batches=args.max_enqueued_batches,
-            num_batch_threads=args.num_batch_threads,
-            enabled=not args.disable_batching,
-        )
-        if args.batching_parameters_file:
-            from serving.batching_config import parse_batching_parameters
-
-            with open(args.batching_parameters_file, encoding="utf-8") as f:
-                batching = parse_batching_parameters(f.read(), batching)
-    except ValueError as e:
-        raise SystemExit(f"doctags serve: error: {e}") from None
-    serve_forever(
-        ServerOptions(
+        options = ServerOptions(
             model_base_path=args.model_base_path,
             model_name=args.model_name,
             host=args.host,
             rest_port=None if args.rest_port < 0 else args.rest_port,
             grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-            batching=batching,
+            batching=_serve_batching(args),
             max_request_bytes=args.max_request_bytes,
             poll_seconds=args.file_system_poll_wait_seconds,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval=args.load_retry_interval_micros / 1e6,
+            http=HttpLimits(
+                max_connections=args.max_connections,
+                max_workers=args.rest_api_num_threads,
+                header_timeout=args.header_timeout_seconds,
+                body_timeout=args.body_timeout_seconds,
+                idle_timeout=args.idle_timeout_seconds,
+            ),
+            grpc_workers=args.grpc_max_threads,
+            metrics_path=_serve_metrics_path(args),
         )
-    )
+    except ValueError as e:
+        raise SystemExit(f"doctags serve: error: {e}") from None
+    serve_forever(options)
 
 
 def cmd_run(cfg: Config, args) -> dict:
@@ -255,10 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a model base path over TF Serving's REST and gRPC APIs")
     p.add_argument("--model-base-path", required=True, help="directory of numbered versions")
     p.add_argument("--model-name", help="name in URLs (default: the base path's last part)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default loopback; others warn)"
+    )
     p.add_argument("--rest-port", type=int, default=8501, help="0: any free port, -1: off")
     p.add_argument("--grpc-port", type=int, default=8500, help="0: any free port, -1: off")
-    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument(
+        "--max-batch-size", type=int, default=1024, help="largest request; larger ones get 400"
+    )
+    p.add_argument(
+        "--enable-large-batch-splitting",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cut requests into model calls of --max-execution-batch-size rows",
+    )
+    p.add_argument("--max-execution-batch-size", type=int, default=64)
     p.add_argument("--batch-timeout-micros", type=int, default=0)
     p.add_argument("--max-enqueued-batches", type=int, default=100)
     p.add_argument("--num-batch-threads", type=int, default=2)
@@ -266,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batching-parameters-file", help="TF Serving batching parameters (text proto)")
     p.add_argument("--max-request-bytes", type=int, default=8 << 20)
     p.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
+    p.add_argument(
+        "--max-num-load-retries", type=int, default=5, help="TF Serving's: attempts after the first"
+    )
+    p.add_argument(
+        "--load-retry-interval-micros",
+        type=int,
+        default=60_000_000,
+        help="TF Serving's: wait between load attempts",
+    )
+    p.add_argument(
+        "--monitoring-config-file", help="TF Serving MonitoringConfig (Prometheus endpoint)"
+    )
+    p.add_argument("--rest-api-num-threads", type=int, default=32, help="REST handler threads")
+    p.add_argument("--grpc-max-threads", type=int, default=32, help="gRPC handler threads")
+    p.add_argument("--max-connections", type=int, default=1024, help="open REST connections")
+    p.add_argument("--header-timeout-seconds", type=float, default=10.0)
+    p.add_argument("--body-timeout-seconds", type=float, default=60.0)
+    p.add_argument("--idle-timeout-seconds", type=float, default=120.0)
     add_synth_arguments(sub.add_parser("synth", help="generate a synthetic labelled corpus"))
     return parser
 

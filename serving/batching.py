@@ -2,15 +2,23 @@
 
 One model call on 64 documents costs far less than 64 calls on one, so
 requests that arrive together are merged, run once and split again, as TF
-Serving's batching does. A batch closes when it holds ``max_batch_size``
-rows or when ``batch_timeout_micros`` have passed since its first request
+Serving's batching does. A batch closes when it holds the most rows one
+model call may take or when ``batch_timeout_micros`` have passed since its first request
 arrived; with a timeout of 0, whatever queued up while the model was busy is
 batched, which adds no latency when the server is idle.
 
-A request larger than ``max_batch_size`` is split into several batches and
-its outputs joined again (TF Serving's ``enable_large_batch_splitting``).
-Outputs whose inner dimensions depend on the batch (doctags' padded
-``tags``) are joined by padding with zeros / empty strings.
+The limits are TF Serving's (``SharedBatchScheduler`` queue options, as
+``tensorflow_serving/servables/tensorflow/bundle_factory_util.h`` sets them
+from ``BatchingParameters``): ``max_batch_size`` is the largest request
+("task") accepted at all; a larger one is refused with INVALID_ARGUMENT
+("Task size N is larger than maximum input batch size M", HTTP 400), since
+retrying cannot help. With ``enable_large_batch_splitting`` a request is cut
+into model calls of at most ``max_execution_batch_size`` rows and its
+outputs joined again; without it a request runs in one model call. Outputs
+whose inner dimensions depend on the batch (doctags' padded ``tags``) are
+joined by padding with zeros / empty strings. A full queue is UNAVAILABLE
+(HTTP 503, "retry later"); a request that would need more batches than the
+queue can ever hold is INVALID_ARGUMENT, so the two never look alike.
 """
 
 from __future__ import annotations
@@ -32,13 +40,17 @@ class BatchingOptions:
     """The knobs of TF Serving's ``BatchingParameters`` that doctags serve honours.
 
     Attributes:
-        max_batch_size: Rows per model call at most.
+        max_batch_size: The largest request, in rows (TF Serving's input
+            batch size limit); without splitting also the largest model call.
         batch_timeout_micros: How long the first request of a batch waits for
             company; 0 batches only what is already queued.
-        max_enqueued_batches: Queue bound, in batches of ``max_batch_size``
-            rows; beyond it requests are refused with UNAVAILABLE (HTTP 503)
-            instead of queueing without bound.
+        max_enqueued_batches: Queue bound, in batches; beyond it requests are
+            refused with UNAVAILABLE (HTTP 503) instead of queueing without bound.
         num_batch_threads: Model calls that may run at the same time.
+        enable_large_batch_splitting: Cut requests into model calls of at
+            most ``max_execution_batch_size`` rows.
+        max_execution_batch_size: Rows per model call with splitting (None:
+            ``max_batch_size``, as in TF Serving); ignored without splitting.
         enabled: False runs each request on its own, on the caller's thread.
     """
 
@@ -46,6 +58,8 @@ class BatchingOptions:
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 100
     num_batch_threads: int = 2
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int | None = None
     enabled: bool = True
 
     def __post_init__(self):
@@ -54,6 +68,19 @@ class BatchingOptions:
                 raise ValueError(f"batching {name} must be at least 1, got {getattr(self, name)}")
         if self.batch_timeout_micros < 0:
             raise ValueError("batching batch_timeout_micros must be >= 0")
+        execution = self.max_execution_batch_size
+        if execution is not None and not 1 <= execution <= self.max_batch_size:
+            raise ValueError(
+                f"batching max_execution_batch_size must be between 1 and max_batch_size "
+                f"({self.max_batch_size}), got {execution}"
+            )
+
+    @property
+    def execution_batch_size(self) -> int:
+        """Rows per model call at most."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
 
 
 @dataclass
@@ -104,6 +131,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self.stats = {"batches": 0, "rows": 0, "largest_batch": 0, "requests": 0}
+        self.batch_sizes: collections.Counter[int] = collections.Counter()  # rows -> model calls
         self._threads = []
         if options.enabled:
             for i in range(options.num_batch_threads):
@@ -122,8 +150,10 @@ class Batcher:
         """Runs one request through the batches and returns its own outputs.
 
         Raises:
-            ServingError: UNAVAILABLE when the queue is full or the batcher is
-                closed; whatever ``run`` raised for the batch otherwise.
+            ServingError: INVALID_ARGUMENT for a request that can never be
+                batched (over ``max_batch_size``, or more batches than the
+                queue holds); UNAVAILABLE when the queue is full for now or
+                the batcher is closed; whatever ``run`` raised otherwise.
         """
         size = _rows(inputs)
         with self._cond:
@@ -131,7 +161,7 @@ class Batcher:
         if not self.options.enabled:
             self._count(size)
             return self._run(key, inputs)
-        step = self.options.max_batch_size
+        step = self._check_fits(size)
         chunks = [{k: v[i : i + step] for k, v in inputs.items()} for i in range(0, size, step)]
         futures = []
         with self._cond:
@@ -141,8 +171,8 @@ class Batcher:
             if self._queued_rows + size > limit:
                 raise ServingError(
                     "UNAVAILABLE",
-                    f"the batch queue is full ({self._queued_rows} rows queued, limit {limit}); "
-                    "retry later",
+                    "The batch scheduling queue to which this task was submitted is full "
+                    f"({self._queued_rows} rows queued, room for {limit}); retry later",
                 )
             now = time.monotonic()
             for chunk in chunks:
@@ -156,16 +186,42 @@ class Batcher:
             return results[0]
         return {k: concat_padded([r[k] for r in results]) for k in results[0]}
 
+    def _check_fits(self, size: int) -> int:
+        """Rows per chunk of a request, or INVALID_ARGUMENT when it can never run.
+
+        TF Serving's message for a request over the input limit, naming it;
+        a request that needs more batches than the queue ever holds is
+        refused the same way rather than as a full queue, which a client
+        would retry forever.
+        """
+        o = self.options
+        if size > o.max_batch_size:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Task size {size} is larger than maximum input batch size {o.max_batch_size} "
+                "(max_batch_size); send at most that many instances per request",
+            )
+        step = o.execution_batch_size
+        needed = -(-size // step)
+        if needed > o.max_enqueued_batches:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Task size {size} needs {needed} batches of at most {step} rows, more than "
+                f"the queue holds (max_enqueued_batches {o.max_enqueued_batches})",
+            )
+        return step
+
     def _count(self, rows: int) -> None:
         with self._cond:
             self.stats["batches"] += 1
             self.stats["rows"] += rows
             self.stats["largest_batch"] = max(self.stats["largest_batch"], rows)
+            self.batch_sizes[rows] += 1
 
     def _take(self) -> list[_Task] | None:
         """Blocks until a batch is due, then removes and returns its tasks."""
         timeout = self.options.batch_timeout_micros / 1e6
-        limit = self.options.max_batch_size
+        limit = self.options.execution_batch_size
         with self._cond:
             while True:
                 if not self._queue:

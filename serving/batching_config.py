@@ -40,7 +40,14 @@ _FIELDS = (
     ("enable_large_batch_splitting", 8, "TYPE_MESSAGE", ".google.protobuf.BoolValue", False),
     ("max_execution_batch_size", 9, "TYPE_MESSAGE", _I64, False),
 )
-HONOURED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")
+HONOURED = (
+    "max_batch_size",
+    "batch_timeout_micros",
+    "max_enqueued_batches",
+    "num_batch_threads",
+    "enable_large_batch_splitting",
+    "max_execution_batch_size",
+)
 
 
 @functools.cache
@@ -78,7 +85,10 @@ def parse_batching_parameters(text: str, base: BatchingOptions | None = None) ->
 
     Fields doctags serve does not implement (allowed_batch_sizes, padding,
     thread pool names...) are accepted, since TF Serving accepts them, and
-    logged as ignored.
+    logged as ignored. The four queue sizes fall back to ``base`` (the
+    command line); splitting is off unless the file turns it on, and the
+    execution size defaults to ``max_batch_size``, as in TF Serving, so the
+    file means here what it means there.
 
     Raises:
         ValueError: for text TF Serving would reject (unknown field, bad value).
@@ -96,10 +106,16 @@ def parse_batching_parameters(text: str, base: BatchingOptions | None = None) ->
     if ignored:
         log.info("batching parameters not implemented by doctags serve, ignored: %s", ignored)
     base = base or BatchingOptions()
-    return BatchingOptions(
-        max_batch_size=int(values.get("max_batch_size", base.max_batch_size)),
-        batch_timeout_micros=int(values.get("batch_timeout_micros", base.batch_timeout_micros)),
-        max_enqueued_batches=int(values.get("max_enqueued_batches", base.max_enqueued_batches)),
-        num_batch_threads=int(values.get("num_batch_threads", base.num_batch_threads)),
-        enabled=True,
-    )
+    execution = values.get("max_execution_batch_size")
+    try:
+        return BatchingOptions(
+            max_batch_size=int(values.get("max_batch_size", base.max_batch_size)),
+            batch_timeout_micros=int(values.get("batch_timeout_micros", base.batch_timeout_micros)),
+            max_enqueued_batches=int(values.get("max_enqueued_batches", base.max_enqueued_batches)),
+            num_batch_threads=int(values.get("num_batch_threads", base.num_batch_threads)),
+            enable_large_batch_splitting=bool(values.get("enable_large_batch_splitting", False)),
+            max_execution_batch_size=None if execution is None else int(execution),
+            enabled=True,
+        )
+    except ValueError as e:
+        raise ValueError(f"batching parameters: {e}") from None

@@ -19,23 +19,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from doctags_core.export_contract import INPUT_NAME, decode_tags
 from serving.errors import HTTP_STATUS, ServingError
 
-INPUT_NAME = "text"
 _CODE_OF_HTTP = {v: k for k, v in reversed(list(HTTP_STATUS.items()))}
 
 
 def tags_from_outputs(outputs: dict) -> list[list[tuple[str, float]]]:
-    """``(tag, score)`` pairs per text from ``tags``/``tag_scores``; padding dropped."""
-    result = []
-    for tags, scores in zip(outputs["tags"], outputs["tag_scores"]):
-        row = []
-        for tag, score in zip(tags, scores):
-            tag = tag.decode("utf-8") if isinstance(tag, bytes) else str(tag)
-            if tag:
-                row.append((tag, float(score)))
-        result.append(row)
-    return result
+    """``(tag, score)`` pairs per text from a predict answer's ``tags``/``tag_scores``."""
+    return decode_tags(outputs["tags"], outputs["tag_scores"])
 
 
 def _from_json(value) -> np.ndarray:
@@ -138,7 +130,8 @@ class RestClient:
 
         Args:
             texts: The batch (the ``text`` input).
-            signature_name: Default ``serving_default``.
+            signature_name: Default: the server's, ``serving_default``
+                (`doctags_core.export_contract.SIGNATURE`).
             columnar: Send ``{"inputs": ...}`` instead of ``{"instances": ...}``.
         """
         body: dict = (

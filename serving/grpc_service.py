@@ -11,6 +11,7 @@ server unchanged.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 
 import grpc
@@ -27,6 +28,7 @@ from tensorflow_serving.apis import (
 from serving import protocol
 from serving.errors import ServingError, invalid, not_found
 from serving.manager import ModelManager
+from serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,8 @@ def _version(model_spec) -> int | None:
 def _inputs(request, signatures) -> tuple[str, dict]:
     """Validated ``(signature_name, {input: ndarray})`` of a PredictRequest."""
     name = request.model_spec.signature_name or protocol.DEFAULT_SIGNATURE
-    if name not in signatures:
-        raise not_found(f'Serving signature name: "{name}" not found in signature def')
+    if name not in signatures:  # TF Serving's predict_util.cc: FAILED_PRECONDITION
+        raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
     expected = signatures[name].inputs
     given = set(request.inputs)
     unknown = sorted(given - set(expected))
@@ -79,34 +81,54 @@ def _inputs(request, signatures) -> tuple[str, dict]:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata over a `ModelManager`."""
+    """Predict and GetModelMetadata over a `ModelManager`.
 
-    def __init__(self, manager: ModelManager):
+    Args:
+        manager: Where requests are served.
+        metrics: Where Predict calls are counted (as TF Serving counts them).
+    """
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics | None = None):
         self.manager = manager
+        self.metrics = metrics
 
     def Predict(self, request, context):  # noqa: N802 - generated name
+        started, status, rows = time.monotonic(), "OK", None
         try:
-            version = _version(request.model_spec)
-            with self.manager.acquire(request.model_spec.name, version) as servable:
-                signature, inputs = _inputs(request, servable.loaded.signatures)
-                wanted = list(request.output_filter)
-                outputs_info = servable.loaded.signatures[signature].outputs
-                unknown = sorted(set(wanted) - set(outputs_info))
-                if unknown:
-                    raise invalid(f"output_filter names unknown output(s) {', '.join(unknown)}")
-                outputs = servable.predict(signature, inputs)
-                response = predict_pb2.PredictResponse()
-                response.model_spec.name = request.model_spec.name
-                response.model_spec.version.value = servable.version
-                response.model_spec.signature_name = signature
-                for key in wanted or outputs:
-                    response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
-                return response
+            response, rows = self._predict(request)
+            return response
         except ServingError as e:
+            status = e.code
             _abort(context, e)
         except Exception as e:
+            status = "INTERNAL"
             log.exception("Predict failed")
             _abort(context, ServingError("INTERNAL", f"{type(e).__name__}: {e}"))
+        finally:
+            if self.metrics is not None:
+                name = request.model_spec.name
+                self.metrics.record(
+                    name, "Predict", "GRPC", status, time.monotonic() - started, rows
+                )
+
+    def _predict(self, request):
+        """``(PredictResponse, rows)``."""
+        version = _version(request.model_spec)
+        with self.manager.acquire(request.model_spec.name, version) as servable:
+            signature, inputs = _inputs(request, servable.loaded.signatures)
+            wanted = list(request.output_filter)
+            outputs_info = servable.loaded.signatures[signature].outputs
+            unknown = sorted(set(wanted) - set(outputs_info))
+            if unknown:
+                raise invalid(f"output_filter names unknown output(s) {', '.join(unknown)}")
+            outputs = servable.predict(signature, inputs)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature
+            for key in wanted or outputs:
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+            return response, len(next(iter(inputs.values())))
 
     def GetModelMetadata(self, request, context):  # noqa: N802 - generated name
         try:
@@ -165,6 +187,11 @@ class GrpcServer:
         max_request_bytes: gRPC's receive limit; larger messages fail with
             RESOURCE_EXHAUSTED before reaching the servicer.
         workers: Handler threads (concurrent requests being served).
+        max_concurrent_rpcs: RPCs accepted at once (running or waiting for a
+            thread); beyond, RESOURCE_EXHAUSTED instead of an unbounded queue.
+        idle_seconds: A connection without RPCs for this long is closed
+            (gRPC's ``max_connection_idle``), so idle clients do not pile up.
+        metrics: Where Predict calls are counted.
     """
 
     def __init__(
@@ -173,17 +200,22 @@ class GrpcServer:
         host: str = "127.0.0.1",
         port: int = 8500,
         max_request_bytes: int = 8 << 20,
-        workers: int = 64,
+        workers: int = 32,
+        max_concurrent_rpcs: int = 1024,
+        idle_seconds: float = 120.0,
+        metrics: ServingMetrics | None = None,
     ):
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_connection_idle_ms", int(idle_seconds * 1000)),
             ],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(manager), self._server
+            PredictionServicer(manager, metrics), self._server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(manager), self._server

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.errors import invalid, not_found
+from doctags_core.export_contract import SIGNATURE as DEFAULT_SIGNATURE  # TF Serving's too
+from serving.errors import invalid
 
-DEFAULT_SIGNATURE = "serving_default"
+MAX_RANK = 32  # deeper JSON lists cannot be a tensor a signature takes (numpy stops at 64)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,14 @@ def _is_b64(value) -> bool:
 
 def _string_leaf(value, name: str) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escapes decode to lone surrogates
+            bad = f"{ord(value[e.start]):04x}"
+            raise invalid(
+                f"input '{name}': a JSON string holds a lone UTF-16 surrogate (\\u{bad}), "
+                'which is not Unicode; send UTF-8 text or {"b64": ...} for bytes'
+            ) from None
     if _is_b64(value) and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -122,6 +130,8 @@ def to_array(value, name: str, info: TensorInfo) -> np.ndarray:
         raise invalid(
             f"input '{name}': lists of unequal lengths (ragged) are not a tensor"
         ) from None
+    if len(shape) > MAX_RANK:
+        raise invalid(f"input '{name}' has rank {len(shape)}; at most {MAX_RANK} is supported")
     if info.dtype == "string":
         flat = _strings(value, name)
         array = np.empty(shape, dtype=object)
@@ -200,8 +210,8 @@ def _show(shape) -> str:
 def _signature(signatures: dict[str, SignatureInfo], name) -> SignatureInfo:
     if not isinstance(name, str):
         raise invalid("'signature_name' must be a string")
-    if name not in signatures:
-        raise not_found(
+    if name not in signatures:  # TF Serving's REST handler: INVALID_ARGUMENT (HTTP 400)
+        raise invalid(
             f'Serving signature name: "{name}" not found in signature def; '
             f"known: {', '.join(sorted(signatures))}"
         )
@@ -235,10 +245,18 @@ def parse_predict_request(body: bytes, signatures: dict[str, SignatureInfo]) -> 
 
     Raises:
         ServingError: INVALID_ARGUMENT (HTTP 400) with a message naming what
-            is wrong: malformed JSON, both or neither of ``instances`` and
-            ``inputs``, unknown or missing input names, wrong value types,
-            ragged or empty batches; NOT_FOUND for an unknown signature.
+            is wrong: malformed JSON (invalid UTF-8, lone surrogates, nesting
+            deeper than Python's recursion limit), both or neither of
+            ``instances`` and ``inputs``, unknown signature or input names,
+            wrong value types, ragged or empty batches.
     """
+    try:
+        return _parse(body, signatures)
+    except RecursionError:  # json and the converters recurse once per nesting level
+        raise invalid("malformed JSON in request body: nested too deep") from None
+
+
+def _parse(body: bytes, signatures: dict[str, SignatureInfo]) -> PredictCall:
     try:
         request = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:

@@ -1,18 +1,19 @@
-"""TF Serving's REST API over the standard library's threading HTTP server.
+"""TF Serving's REST API over `serving.http_server` (one event loop, bounded threads).
 
 Routes (as TF Serving; ``/versions/N`` is optional everywhere):
 
 - ``GET  /v1/models/NAME[/versions/N]``           model status
 - ``GET  /v1/models/NAME[/versions/N]/metadata``  signature defs
 - ``POST /v1/models/NAME[/versions/N]:predict``   row or columnar predict
+- ``GET  /monitoring/prometheus/metrics``          metrics, when a monitoring
+  config turns Prometheus on (the path is the config's)
 
 Every failure is answered with TF Serving's body ``{"error": "..."}`` and
 the HTTP status TF Serving maps its status code to (400 for a bad request,
-404 for an unknown model or version, 503 when the queue is full), plus 413
-for a body over the size limit and 411 without a Content-Length.
-``http.server.ThreadingHTTPServer`` (one thread per connection, HTTP/1.1
-keep-alive) is enough here: the model call, not HTTP parsing, is the cost,
-and dynamic batching gathers the concurrent requests.
+including a method that does not fit the path, TF Serving's "Malformed
+request"; 404 for an unknown model, version or path; 503 when the batch
+queue is full), plus 413 for a body over the size limit, 411 without a
+Content-Length and 431 for oversized headers (`serving.http_server`).
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Callable
 
 from google.protobuf import json_format
 
 from serving import protocol
 from serving.errors import ServingError, invalid
+from serving.http_server import HttpLimits, HttpServer, Request, Response, json_error
 from serving.manager import ModelManager
+from serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -53,83 +55,54 @@ def status_json(statuses) -> dict:
     }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256  # listen backlog: bursts of new connections
+def _ok(body: dict | bytes) -> Response:
+    return Response(200, body if isinstance(body, bytes) else json.dumps(body).encode("utf-8"))
 
 
-class RestServer:
-    """The REST front end of `doctags serve`.
+class RestApp:
+    """The REST handlers: a `Request` in, a `Response` out (runs on a pool thread).
 
     Args:
         manager: Where requests are served.
-        host: Interface to bind; loopback unless told otherwise.
-        port: 0 picks a free port (see `port`).
-        max_request_bytes: Larger bodies get 413 without being read.
+        metrics: Where requests are counted (None: not counted).
+        metrics_path: The Prometheus path, or None when it is off.
+        render_metrics: Builds the metrics page.
     """
 
     def __init__(
         self,
         manager: ModelManager,
-        host: str = "127.0.0.1",
-        port: int = 8501,
-        max_request_bytes: int = 8 << 20,
+        metrics: ServingMetrics | None = None,
+        metrics_path: str | None = None,
+        render_metrics: Callable[[], str] | None = None,
     ):
-        handler = type("Handler", (_Handler,), {"manager": manager, "limit": max_request_bytes})
-        self._httpd = _Server((host, port), handler)
-        self._thread: threading.Thread | None = None
+        self.manager = manager
+        self.metrics = metrics
+        self.metrics_path = metrics_path
+        self.render_metrics = render_metrics
 
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+    def __call__(self, request: Request) -> Response:
+        if self.metrics_path and request.path == self.metrics_path:
+            if request.method != "GET":
+                return json_error(400, f"Malformed request: {request.method} {request.path}")
+            return Response(200, self.render_metrics().encode("utf-8"), "text/plain")
+        started = time.monotonic()
+        name, api, rows = "", "", None
+        try:
+            name, version, action = self._route(request)
+            api = {":predict": "predict", "/metadata": "metadata", None: "status"}.get(action, "")
+            response, rows = self._dispatch(request, name, version, action)
+            status = "OK"
+        except ServingError as e:
+            response, status = json_error(e.http_status, e.message), e.code
+        if self.metrics is not None:
+            self.metrics.record(name, api, "REST", status, time.monotonic() - started, rows)
+        return response
 
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="rest-server"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
-    timeout = 120  # seconds; an idle keep-alive connection then frees its thread
-    server_version = "doctags-serve"
-    manager: ModelManager
-    limit: int
-
-    def setup(self):
-        super().setup()
-        # Headers and body leave in separate writes: without TCP_NODELAY, Nagle's
-        # algorithm and the client's delayed ACK add ~40 ms to every keep-alive call.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format, *args):  # noqa: A002 - the base class' name
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, status: int, message: str, close: bool = False) -> None:
-        if close:
-            self.close_connection = True
-        self._send(status, protocol.encode_error(message))
-
-    def _route(self):
-        match = _ROUTE.match(self.path.split("?", 1)[0])
+    def _route(self, request: Request):
+        match = _ROUTE.match(request.path)
         if not match:
-            raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
+            raise ServingError("NOT_FOUND", f"Malformed request: {request.method} {request.target}")
         if match["label"] is not None:
             raise ServingError(
                 "NOT_FOUND", f"version labels are not configured; unknown label {match['label']!r}"
@@ -141,21 +114,20 @@ class _Handler(BaseHTTPRequestHandler):
             version = int(version)
         return match["name"], version, match["action"]
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        try:
-            name, version, action = self._route()
+    def _dispatch(self, request: Request, name: str, version, action):
+        """``(response, rows)`` for a routed request; TF Serving's methods per path."""
+        method = request.method
+        if method == "GET" and action in (None, "/metadata"):
             if action == "/metadata":
-                body = self._metadata(name, version)
-            elif action is None:
-                body = status_json(self.manager.status(name, version))
-            else:
-                raise ServingError("METHOD_NOT_ALLOWED", f"use POST for {action}", 405)
-            self._send(200, json.dumps(body).encode("utf-8"))
-        except ServingError as e:
-            self._error(e.http_status, e.message)
-        except Exception as e:  # the server keeps serving; the caller learns why
-            log.exception("GET failed")
-            self._error(500, f"internal error: {type(e).__name__}: {e}")
+                return _ok(self._metadata(name, version)), None
+            return _ok(status_json(self.manager.status(name, version))), None
+        if method == "POST" and action in (":classify", ":regress"):
+            raise ServingError("UNIMPLEMENTED", f"doctags serve implements :predict, not {action}")
+        if method == "POST" and action == ":predict":
+            return self._predict(request.body, name, version)
+        # TF Serving answers any other method/path pair with INVALID_ARGUMENT.
+        expected = "POST" if action in (":predict", ":classify", ":regress") else "GET"
+        raise invalid(f"Malformed request: {method} {request.target} (use {expected})")
 
     def _metadata(self, name: str, version: int | None) -> dict:
         with self.manager.acquire(name, version) as servable:
@@ -171,51 +143,50 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": {"signature_def": defs},
             }
 
-    def _read_body(self) -> bytes | None:
-        """The body, or None once an error has been answered."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._error(411, "chunked bodies are not accepted; send Content-Length", close=True)
-            return None
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self._error(411, "a Content-Length header is required", close=True)
-            return None
-        if int(length) > self.limit:
-            # Not read: closing the connection discards it.
-            self._error(
-                413, f"request body of {length} bytes exceeds the {self.limit}-byte limit", True
-            )
-            return None
-        return self.rfile.read(int(length))
+    def _predict(self, body: bytes, name: str, version: int | None):
+        with self.manager.acquire(name, version) as servable:
+            call = protocol.parse_predict_request(body, servable.loaded.signatures)
+            outputs = servable.predict(call.signature_name, call.inputs)
+        return _ok(protocol.encode_predict_response(outputs, call.row_format)), call.batch_size
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        try:
-            name, version, action = self._route()
-        except ServingError as e:
-            self.close_connection = True  # the body was not read
-            self._error(e.http_status, e.message)
-            return
-        body = self._read_body()
-        if body is None:
-            return
-        try:
-            if action != ":predict":
-                if action in (":classify", ":regress"):
-                    raise ServingError(
-                        "UNIMPLEMENTED", f"doctags serve implements :predict, not {action}"
-                    )
-                raise ServingError("METHOD_NOT_ALLOWED", f"use GET for {self.path}", 405)
-            with self.manager.acquire(name, version) as servable:
-                call = protocol.parse_predict_request(body, servable.loaded.signatures)
-                outputs = servable.predict(call.signature_name, call.inputs)
-            self._send(200, protocol.encode_predict_response(outputs, call.row_format))
-        except ServingError as e:
-            self._error(e.http_status, e.message)
-        except Exception as e:  # the server keeps serving; the caller learns why
-            log.exception("predict failed")
-            self._error(500, f"internal error: {type(e).__name__}: {e}")
 
-    def do_PUT(self):  # noqa: N802
-        self._error(405, f"{self.command} is not supported", close=True)
+class RestServer:
+    """The REST front end of `doctags serve`.
 
-    do_DELETE = do_PATCH = do_PUT  # noqa: N815
+    Args:
+        manager: Where requests are served.
+        host: Interface to bind; loopback unless told otherwise.
+        port: 0 picks a free port (see `port`).
+        max_request_bytes: Larger bodies get 413 without being read.
+        limits: Connection and thread bounds and timeouts (``max_body_bytes``
+            is taken from ``max_request_bytes``).
+        metrics: Where requests are counted.
+        metrics_path: Prometheus path (None: no metrics endpoint).
+        render_metrics: Builds the metrics page from the server's state.
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        host: str = "127.0.0.1",
+        port: int = 8501,
+        max_request_bytes: int = 8 << 20,
+        limits: HttpLimits | None = None,
+        metrics: ServingMetrics | None = None,
+        metrics_path: str | None = None,
+        render_metrics: Callable[[], str] | None = None,
+    ):
+        limits = limits or HttpLimits()
+        limits = HttpLimits(**{**limits.__dict__, "max_body_bytes": max_request_bytes})
+        app = RestApp(manager, metrics, metrics_path, render_metrics)
+        self.http = HttpServer(app, host, port, limits, name="rest")
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    def start(self) -> None:
+        self.http.start()
+
+    def stop(self) -> None:
+        self.http.stop()

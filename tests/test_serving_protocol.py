@@ -74,7 +74,7 @@ def test_multi_input_signature_and_numeric_types():
         (b'{"instances": [["a"], ["b", "c"]]}', "INVALID_ARGUMENT", "ragged"),
         (b'{"instances": [["a"], ["b"]]}', "INVALID_ARGUMENT", "rank 1"),
         (b'{"instances": [{"b64": "%%%"}]}', "INVALID_ARGUMENT", "invalid base64"),
-        (b'{"signature_name": "nope", "instances": ["a"]}', "NOT_FOUND", '"nope" not found'),
+        (b'{"signature_name": "nope", "instances": ["a"]}', "INVALID_ARGUMENT", '"nope" not found'),
         (b'{"signature_name": "two", "instances": [{"x": [1, 2]}]}', "INVALID_ARGUMENT", "missing"),
         (
             b'{"signature_name": "two", "inputs": {"x": [[1, "a"]], "k": [1]}}',
@@ -163,7 +163,10 @@ def test_concurrent_requests_are_batched_and_answered_with_their_own_rows():
 
 def test_large_requests_are_split_and_rejoined_with_padding():
     calls = []
-    batcher = Batcher(_echo_model(calls), BatchingOptions(max_batch_size=4))
+    options = BatchingOptions(
+        max_batch_size=16, enable_large_batch_splitting=True, max_execution_batch_size=4
+    )
+    batcher = Batcher(_echo_model(calls), options)
     x = np.arange(10, dtype=np.int64)
     out = batcher.submit(Batcher.key("s", {"x": x}), {"x": x})
     batcher.close()

@@ -313,7 +313,9 @@ def test_new_version_replaces_the_old_one_while_requests_run(serving_export, tmp
 def test_a_version_held_by_a_request_is_unloaded_only_when_released(serving_export, tmp_path):
     base = str(tmp_path / "tags")
     _copy_version(serving_export, base, 1)
-    options = ServerOptions(base, rest_port=None, grpc_port=None, poll_seconds=0)
+    options = ServerOptions(
+        base, rest_port=None, grpc_port=None, poll_seconds=0, max_num_load_retries=0
+    )
     with ModelServer(options) as running:
         manager = running.manager
         with manager.acquire("tags") as held:
