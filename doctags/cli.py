@@ -5,6 +5,7 @@ doctags train      --config C
 doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
 doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
+doctags predict    --model DIR --input GLOB [--input GLOB ...] --output DIR [-- BEAM_OPTIONS]
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
 doctags run        --config C     (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -107,11 +109,29 @@ def cmd_evaluate(cfg: Config, args) -> dict:
     return report
 
 
-def _read_inputs(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+PREDICT_BATCH = 256  # texts per model call or server request
+
+
+def _text_batches(args) -> Iterator[list[str]]:
+    """The TEXT arguments, then ``--input``'s lines, in batches; every line is one text.
+
+    The file is streamed (never read whole) and empty lines are kept, so the
+    output has exactly one row per input line.
+    """
+    if args.texts:
+        yield list(args.texts)
+    if not args.input:
+        return
+    stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with stream:
-        lines = [line.rstrip("\n") for line in stream]
-    return [line for line in lines if line.strip()]
+        batch = []
+        for line in stream:
+            batch.append(line.rstrip("\r\n"))
+            if len(batch) == PREDICT_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def format_predictions(texts: list[str], predictions, width: int = 70) -> str:
@@ -125,15 +145,8 @@ def format_predictions(texts: list[str], predictions, width: int = 70) -> str:
     return "\n".join(out)
 
 
-def cmd_predict(args) -> list:
-    """Tags texts given on the command line or in a file (one per line).
-
-    With ``--server`` the texts go to a TF Serving compatible server (REST
-    ``http://host:port`` or ``grpc://host:port``) instead of a local SavedModel.
-    """
-    texts = list(args.texts) + (_read_inputs(args.input) if args.input else [])
-    if not texts:
-        raise SystemExit("doctags predict: give TEXT arguments or --input FILE")
+def _tag_function(args):
+    """``texts -> [(tag, score), ...] per text`` for a local export or a server."""
     if args.server:
         from serving.client import connect
 
@@ -141,19 +154,69 @@ def cmd_predict(args) -> list:
             client = connect(args.server, args.model_name, args.model_version)
         except ValueError as e:
             raise SystemExit(f"doctags predict: error: {e}") from None
-        predictions = [
-            row for i in range(0, len(texts), 256) for row in client.tag(texts[i : i + 256])
-        ]
-    else:
-        from doctags_core.tagger import Tagger
+        return client.tag
+    from doctags_core.tagger import Tagger
 
-        predictions = Tagger(args.model).predict(texts)
-    if args.json:
+    return Tagger(args.model).predict
+
+
+def cmd_predict(args) -> int:
+    """Tags texts given on the command line or in a file (one per line); or a corpus.
+
+    With ``--server`` the texts go to a TF Serving compatible server (REST
+    ``http://host:port`` or ``grpc://host:port``) instead of a local SavedModel.
+    With ``--output`` the inputs are corpus globs, tagged by the Beam job of
+    `serving.batch_tagging`. Returns the number of texts tagged.
+    """
+    if args.output:
+        return cmd_batch_tag(args)
+    if args.input and len(args.input) > 1:
+        raise SystemExit("doctags predict: one --input FILE without --output (globs need --output)")
+    args.input = args.input[0] if args.input else None
+    if not args.texts and not args.input:
+        raise SystemExit("doctags predict: give TEXT arguments or --input FILE")
+    tag, count = _tag_function(args), 0
+    for texts in _text_batches(args):
+        predictions = tag(texts)
         for text, tags in zip(texts, predictions):
-            print(json.dumps({"text": text, "tags": [{"tag": t, "score": s} for t, s in tags]}))
-    else:
-        print(format_predictions(texts, predictions))
-    return predictions
+            if args.json:
+                print(json.dumps({"text": text, "tags": [{"tag": t, "score": s} for t, s in tags]}))
+            else:
+                print(format_predictions([text], [tags]))
+        count += len(texts)
+    return count
+
+
+def cmd_batch_tag(args) -> int:
+    """``predict --model DIR --input GLOB --output DIR``: the Beam job; prints its summary."""
+    from serving.batch_tagging import TaggingJob, run_tagging
+
+    if not args.model:
+        raise SystemExit("doctags predict: --output tags a corpus with --model, not --server")
+    overrides = {"text_fields": args.text_field or None, "id_field": args.id_field}
+    if args.format:
+        overrides["format"] = args.format
+    job = TaggingJob(
+        model_path=args.model,
+        input_patterns=tuple(args.input or ()),
+        output_dir=args.output,
+        with_scores=args.scores,
+        overwrite=args.overwrite,
+        data_overrides=tuple(overrides.items()),
+    )
+    if not job.input_patterns:
+        raise SystemExit("doctags predict: --output needs --input GLOB (repeatable)")
+    started = time.time()
+    summary = run_tagging(job, args.beam_args)
+    dead = summary["dead_letter"]
+    print(
+        f"predict: {summary['records_read']} records read in {time.time() - started:.1f}s, "
+        f"{summary['rows_written']} tagged, dead-letter {dead['total']} "
+        f"{dead['by_reason'] or ''} -> {args.output}".replace("  ", " ")
+    )
+    if not summary["all_records_accounted_for"]:
+        raise SystemExit("doctags predict: records read != rows written + dead letters")
+    return summary["rows_written"]
 
 
 def _serve_batching(args):
@@ -279,8 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="served model name (with --server)")
     p.add_argument("--model-version", type=int, help="pin a served version (with --server)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
-    p.add_argument("--input", help="file with one text per line ('-' for stdin)")
+    p.add_argument(
+        "--input",
+        action="append",
+        help="a file with one text per line ('-' for stdin); with --output, corpus glob(s) "
+        "(JSONL, CSV, Parquet, TFRecord; repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--output", help="tag a corpus with a Beam job: JSONL shards go here")
+    p.add_argument("--scores", action="store_true", help="with --output: every label's score")
+    p.add_argument("--overwrite", action="store_true", help="with --output: replace its files")
+    p.add_argument(
+        "--text-field", action="append", help="with --output: text field(s), else the model's"
+    )
+    p.add_argument("--id-field", help="with --output: id field, else the model's")
+    p.add_argument("--format", help="with --output: jsonl, csv, parquet or tfrecord (else auto)")
     p = sub.add_parser("serve", help="serve a model base path over TF Serving's REST and gRPC APIs")
     p.add_argument("--model-base-path", required=True, help="directory of numbered versions")
     p.add_argument("--model-name", help="name in URLs (default: the base path's last part)")

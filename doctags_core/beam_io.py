@@ -229,7 +229,7 @@ def make_pipeline(options: PipelineOptions) -> beam.Pipeline:
     )
     direct = options.view_as(DirectOptions)
     log.info(
-        "Beam runner: FnApiRunner (in this process, %s, %s worker(s)); never Prism",
+        "Beam runner: FnApiRunner (in this process, %s, %s worker(s))",
         direct.direct_running_mode,
         direct.direct_num_workers,
     )

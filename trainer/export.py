@@ -46,6 +46,7 @@ from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
 from doctags_core.session_model import SessionModel
 from trainer import data as data_lib
+from trainer.members import Member, describe, members_of
 from trainer.outputs import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -91,20 +92,8 @@ def tag_outputs(scores, label_names, thresholds, always_top1: bool) -> dict:
     }
 
 
-def build_archive(
-    model: keras.Model,
-    vectorizer: keras.layers.Layer,
-    labels: list[str],
-    thresholds: list[float],
-    steps: tuple[str, ...],
-    always_top1: bool,
-) -> tuple[keras.export.ExportArchive, dict]:
-    """The serving and tokenize endpoints over the tracked model and vectorizer.
-
-    Returns:
-        The archive and ``{signature name: tf.function}`` of its endpoints.
-    """
-    archive = keras.export.ExportArchive()
+def _track(archive: keras.export.ExportArchive, model, vectorizer) -> None:
+    """Tracks one member's variables and lookup tables in the archive."""
     archive.track(model)
     if not vectorizer.built:  # a vocabulary-only layer builds on its first call
         vectorizer(tf.constant([""]))
@@ -112,16 +101,48 @@ def build_archive(
     splitter = getattr(vectorizer, "wordpiece_splitter", None)
     if splitter is not None:  # its lookup table is not a Keras variable
         archive.track(splitter)
+
+
+def build_archive(
+    members: list[tuple[keras.Model, keras.layers.Layer, float]],
+    labels: list[str],
+    thresholds: list[float],
+    steps: tuple[str, ...],
+    always_top1: bool,
+) -> tuple[keras.export.ExportArchive, dict]:
+    """The serving and tokenize endpoints over the tracked members.
+
+    Args:
+        members: ``(model, vectorizer, weight)`` of each model served; the
+            served scores are the weighted sum of theirs (one model: weight 1).
+        labels: Output column names.
+        thresholds: One threshold per label.
+        steps: The cleaning steps the data was made with.
+        always_top1: Always return the best tag.
+
+    Returns:
+        The archive and ``{signature name: tf.function}`` of its endpoints.
+        ``tokenize`` returns the first member's model input.
+    """
+    archive = keras.export.ExportArchive()
+    for model, vectorizer, _ in members:
+        _track(archive, model, vectorizer)
     label_names = tf.constant(labels, dtype=tf.string)
     per_label = tf.constant(thresholds, dtype=tf.float32)
 
     def serve(text):
-        scores = tf.cast(model(vectorizer(clean_text(text, steps)), training=False), tf.float32)
+        cleaned = clean_text(text, steps)
+        scores = tf.add_n(
+            [
+                weight * tf.cast(model(vectorizer(cleaned), training=False), tf.float32)
+                for model, vectorizer, weight in members
+            ]
+        )
         return tag_outputs(scores, label_names, per_label, always_top1)
 
     def tokenize(text):
         cleaned = clean_text(text, steps)
-        return {"cleaned": cleaned, "token_ids": vectorizer(cleaned)}
+        return {"cleaned": cleaned, "token_ids": members[0][1](cleaned)}
 
     endpoints = {
         contract.SIGNATURE: archive.add_endpoint(contract.SIGNATURE, serve, [_TEXT_SPEC]),
@@ -160,7 +181,12 @@ def _spec_json(spec: tf.TensorSpec) -> dict:
 
 
 def model_metadata(
-    endpoints: dict, cfg: Config, num_labels: int, threshold: float, num_warmup: int
+    endpoints: dict,
+    cfg: Config,
+    members: list[Member],
+    num_labels: int,
+    threshold: float,
+    num_warmup: int,
 ) -> dict:
     """What was exported: signatures, labels, threshold, cleaning, versions."""
     signatures = {}
@@ -181,9 +207,17 @@ def model_metadata(
         "threshold": threshold,
         "per_label_thresholds": cfg.threshold.per_label,
         "always_top1": cfg.threshold.always_top1,
-        "model_family": cfg.model.family,
-        "tokenizer": cfg.model.tokenizer,
-        "sequence_length": cfg.model.sequence_length,
+        "model_family": describe(members),
+        "members": [
+            {
+                "name": m.name,
+                "family": m.cfg.model.family,
+                "tokenizer": m.cfg.model.tokenizer,
+                "sequence_length": m.cfg.model.sequence_length,
+                "weight": m.weight,
+            }
+            for m in members
+        ],
         "cleaning_steps": list(cfg.cleaning.steps),
         "warmup_requests": num_warmup,
     }
@@ -271,7 +305,7 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
     if tf.io.gfile.exists(target) and not overwrite:
         raise FileExistsError(f"{target} exists; raise export.version or pass --overwrite")
     steps = data_cleaning_steps(cfg)
-    model = keras.models.load_model(model_path(cfg.model_dir, MODEL_FILE))
+    members = members_of(cfg)
     labels = data_files.load_labels(cfg.data_dir)
     threshold, per_label = read_thresholds(cfg.model_dir, labels)
     assets = {
@@ -280,12 +314,19 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
         contract.THRESHOLDS_ASSET: model_path(cfg.model_dir, THRESHOLDS_FILE),
         contract.CONFIG_ASSET: model_path(cfg.model_dir, CONFIG_FILE),
     }
-    if cfg.model.tokenizer == "wordpiece":
-        assets[WORDPIECE_VOCAB_FILE] = model_path(cfg.model_dir, WORDPIECE_VOCAB_FILE)
-    vectorizer = data_lib.make_model_vectorizer(cfg)
-    archive, endpoints = build_archive(
-        model, vectorizer, labels, per_label, steps, cfg.threshold.always_top1
-    )
+    for m in members:
+        if m.cfg.model.tokenizer == "wordpiece":
+            name = WORDPIECE_VOCAB_FILE if len(members) == 1 else f"{m.name}_{WORDPIECE_VOCAB_FILE}"
+            assets[name] = model_path(m.cfg.model_dir, WORDPIECE_VOCAB_FILE)
+    loaded = [
+        (
+            keras.models.load_model(model_path(m.cfg.model_dir, MODEL_FILE)),
+            data_lib.make_model_vectorizer(m.cfg),
+            m.weight,
+        )
+        for m in members
+    ]
+    archive, endpoints = build_archive(loaded, labels, per_label, steps, cfg.threshold.always_top1)
     parent = os.path.dirname(target)
     tf.io.gfile.makedirs(parent)
     # A leading dot: TF Serving and `doctags serve` only consider numeric names.
@@ -294,7 +335,7 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
         archive.write_out(staging, verbose=False)
         _copy_assets(staging, assets)
         records = warmup_requests(cfg.export.model_name)
-        metadata = model_metadata(endpoints, cfg, len(labels), threshold, len(records))
+        metadata = model_metadata(endpoints, cfg, members, len(labels), threshold, len(records))
         _write_extras(staging, metadata, records)
         verify_in_session(staging)
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server's user

@@ -8,6 +8,7 @@ then (chief only) choose thresholds on validation and write the outputs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from doctags_core import data_files, schema
@@ -26,7 +28,13 @@ from trainer.distribute import configure_logical_cpus, make_strategy
 from trainer.loop import LoopResult, TrainingLoop
 from trainer.losses import make_loss, make_sample_weights
 from trainer.models import build_model
-from trainer.outputs import MODEL_FILE, SUMMARY_FILE, THRESHOLDS_FILE, model_path
+from trainer.outputs import (
+    MODEL_FILE,
+    SUMMARY_FILE,
+    THRESHOLDS_FILE,
+    VALIDATION_SCORES_FILE,
+    model_path,
+)
 from trainer.tf_config import ClusterRole
 from trainer.thresholds import choose_thresholds, predict_split
 
@@ -174,10 +182,10 @@ def build_model_and_optimizer(
     return model, optimizer
 
 
-def validation_thresholds(
+def validation_scores(
     cfg: Config, model: keras.Model, inputs: TrainingInputs
-) -> tuple[float, dict, dict]:
-    """``(global threshold, thresholds.json content, validation metrics)``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, scores)`` of the validation split, saved for model selection."""
     y_val, s_val = predict_split(
         model,
         data_lib.make_dataset(
@@ -187,8 +195,17 @@ def validation_thresholds(
             256,
         ),
     )
-    best, thresholds = choose_thresholds(cfg, y_val, s_val, inputs.labels)
-    per_label = thresholds_by_label(thresholds, inputs.labels)
+    buffer = io.BytesIO()  # numpy's zip writer seeks; gfile (gs://) streams
+    np.savez_compressed(buffer, y=y_val, scores=s_val)
+    with tf.io.gfile.GFile(model_path(cfg.model_dir, VALIDATION_SCORES_FILE), "wb") as f:
+        f.write(buffer.getvalue())
+    return y_val, s_val
+
+
+def validation_thresholds(cfg: Config, y_val, s_val, labels: list[str]) -> tuple[float, dict, dict]:
+    """``(global threshold, thresholds.json content, validation metrics)``."""
+    best, thresholds = choose_thresholds(cfg, y_val, s_val, labels)
+    per_label = thresholds_by_label(thresholds, labels)
     metrics = summary_metrics(y_val, apply_thresholds(s_val, per_label, cfg.threshold.always_top1))
     return best, thresholds, metrics
 
@@ -211,6 +228,7 @@ def _summary(
         "epochs_run": done.epochs_run,
         "best_epoch": done.best_epoch,
         "stopped_early": done.stopped_early,
+        "stopped_by_budget": done.stopped_by_budget,
         "seconds": seconds,
         "replicas": layout.replicas,
         "workers": role.num_workers,
@@ -241,7 +259,35 @@ def write_outputs(cfg: Config, model: keras.Model, thresholds: dict, summary: di
     return path
 
 
+def start_strategy(cfg: Config) -> tf.distribute.Strategy:
+    """The process's strategy: its first TensorFlow work.
+
+    A multi-worker strategy must be created before any op runs, and logical
+    CPU devices must be set before TensorFlow initialises its devices.
+    """
+    configure_logical_cpus(cfg.training.logical_cpu_devices)
+    return make_strategy(cfg.training)
+
+
 def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Trains the configured family, or with ``model.family: auto`` selects one.
+
+    Auto selection (`trainer.selection`) trains candidates with `train_one`
+    and chooses among them and their ensemble on the validation split.
+    """
+    if cfg.model.family == "auto":
+        from trainer.selection import train_auto
+
+        return train_auto(cfg, on_step)
+    return train_one(cfg, on_step)
+
+
+def train_one(
+    cfg: Config,
+    on_step: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
     """Trains the configured model and picks the threshold on validation.
 
     Runs the same custom loop (`trainer.loop`) on one device, on several
@@ -254,12 +300,15 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     Args:
         cfg: The experiment config.
         on_step: Optional ``f(epoch, step)`` called after every training step.
+        deadline: ``time.monotonic()`` at which training stops after the
+            current epoch (auto selection's budget); None: no limit.
+        strategy: The process's strategy when it trains several models (a
+            multi-worker strategy can only be created once); by default one
+            is made here.
     """
-    configure_logical_cpus(cfg.training.logical_cpu_devices)
     role = tf_config.current()
-    # First TensorFlow work of the process: a multi-worker strategy must be
-    # created before any op runs.
-    strategy = make_strategy(cfg.training)
+    if strategy is None:
+        strategy = start_strategy(cfg)
     keras.utils.set_random_seed(cfg.training.seed)
     started = time.time()
     inputs = load_inputs(cfg, role)
@@ -288,6 +337,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         on_step,
         loss_fn=inputs.loss_fn,
         sample_weights=inputs.sample_weights,
+        deadline=deadline,
     )
     done = loop.run()
     if not role.is_chief:
@@ -295,7 +345,8 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         return TrainResult(
             "", float("nan"), {}, done.epochs_run, time.time() - started, model, False
         )
-    best, thresholds, val_metrics = validation_thresholds(cfg, model, inputs)
+    y_val, s_val = validation_scores(cfg, model, inputs)
+    best, thresholds, val_metrics = validation_thresholds(cfg, y_val, s_val, inputs.labels)
     seconds = time.time() - started
     summary = _summary(cfg, done, layout, role, optimizer, inputs, seconds, best, val_metrics)
     path = write_outputs(cfg, model, thresholds, summary)
