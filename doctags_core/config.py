@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from doctags_core.candidates import CANDIDATES
 from doctags_core.cleaning import CLEANING_STEPS, DEFAULT_STEPS
 from doctags_core.families import FAMILIES
 
@@ -129,7 +130,9 @@ class ModelConfig:
     """Network shape and tokenization.
 
     Attributes:
-        family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
+        family: ``auto`` (train the ``selection.candidates`` and keep what
+            does best on the validation split, see `SelectionConfig`), or one
+            family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
             attention pooling), ``transformer`` (small encoder) or
             ``tfidf_mlp`` (bag of words, IDF from the Beam document counts).
         sequence_length: Token ids per document (sequence families).
@@ -147,7 +150,7 @@ class ModelConfig:
         wordpiece_vocab_size: Target WordPiece vocabulary size.
     """
 
-    family: str = "cnn"
+    family: str = "auto"
     sequence_length: int = 300
     embedding_dim: int = 128
     hidden_units: int = 256
@@ -192,6 +195,11 @@ class TrainingConfig:
         mixed_precision: ``float32``, or ``mixed_float16`` (float16 compute,
             float32 weights and output layer, dynamic loss scaling).
         jit_compile: XLA-compile the per-replica train and eval steps.
+        budget_minutes: Wall-clock minutes ``model.family: auto`` may spend
+            training its candidates. A candidate stops after the epoch that
+            spends the budget (keeping its best weights) and later candidates
+            are skipped; the first candidate always trains at least one
+            epoch. Preprocessing, export and evaluation are not counted.
     """
 
     batch_size: int = 64
@@ -208,6 +216,7 @@ class TrainingConfig:
     checkpoint_every_steps: int = 200
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    budget_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,37 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How ``model.family: auto`` chooses, on the VALIDATION split only.
+
+    Attributes:
+        candidates: Candidates trained, in this order (cheapest first), from
+            `doctags_core.candidates`: ``tfidf_mlp``, ``cnn``.
+        ensemble: Also consider the average of the trained candidates'
+            scores (one exported graph, one set of thresholds).
+        threshold_policies: Threshold policies considered for each option:
+            ``global`` (one threshold for every label) and ``per_label``
+            (one per label, labels with fewer than
+            ``threshold.min_positives`` validation positives keep the
+            global one).
+        folds: Each option is scored by cross-fitting on the validation
+            split: thresholds tuned on all folds but one and applied to that
+            one, in turn, so a per-label policy is not judged on the very
+            documents it was tuned on. The chosen thresholds are then tuned
+            on the whole split.
+        rule: What the choice maximises on those cross-fitted decisions:
+            ``mean_f1`` = (micro-F1 + macro-F1) / 2, so rare labels count as
+            much as the bulk of the tags.
+    """
+
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    ensemble: bool = True
+    threshold_policies: tuple[str, ...] = ("global", "per_label")
+    folds: int = 2
+    rule: str = "mean_f1"
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     """Where the SavedModel goes: ``base_dir/model_name/version``."""
 
@@ -281,6 +321,9 @@ class Config:
         name: Experiment name, used in logs.
         output_dir: Root directory for every artifact of this experiment,
             relative to the config file's directory unless absolute.
+        model_subdir: The trained model's directory under ``output_dir``
+            (``model``); the candidates of ``model.family: auto`` train in
+            ``model/candidates/NAME``.
     """
 
     name: str = "doctags"
@@ -292,7 +335,9 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    model_subdir: str = "model"
 
     # Derived locations: one layout for every stage.
     @property
@@ -303,7 +348,7 @@ class Config:
     @property
     def model_dir(self) -> str:
         """Directory of checkpoints, logs and the trained Keras model."""
-        return os.path.join(self.output_dir, "model")
+        return os.path.join(self.output_dir, self.model_subdir)
 
     @property
     def export_dir(self) -> str:
@@ -319,6 +364,9 @@ class Config:
 
 
 MODEL_FAMILIES = tuple(FAMILIES)
+AUTO = "auto"
+THRESHOLD_POLICIES = ("global", "per_label")
+SELECTION_RULES = ("mean_f1", "micro_f1", "macro_f1")
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tfrecord")
 RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 MONITORS = ("val_loss", "val_pr_auc", "val_roc_auc")
@@ -439,9 +487,9 @@ def _validate(cfg: Config) -> None:
         f"must be a zlib level from 1 to 9, got {p.compression_level}",
     )
     _check(
-        m.family in MODEL_FAMILIES,
+        m.family in (AUTO, *MODEL_FAMILIES),
         "model.family",
-        f"must be one of {MODEL_FAMILIES}, got {m.family!r}",
+        f"must be {AUTO!r} or one of {MODEL_FAMILIES}, got {m.family!r}",
     )
     for key in (
         "sequence_length",
@@ -509,7 +557,31 @@ def _validate(cfg: Config) -> None:
         th.metric in THRESHOLD_METRICS, "threshold.metric", f"must be one of {THRESHOLD_METRICS}"
     )
     _check(cfg.export.version >= 1, "export.version", "must be at least 1")
+    _validate_selection(cfg)
     _check(bool(cfg.export.model_name), "export.model_name", "must not be empty")
+
+
+def _validate_selection(cfg: Config) -> None:
+    s, t = cfg.selection, cfg.training
+    _check(bool(s.candidates), "selection.candidates", "needs at least one candidate")
+    for i, name in enumerate(s.candidates):
+        _check(
+            name in CANDIDATES,
+            f"selection.candidates[{i}]",
+            f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}",
+        )
+    _check(len(set(s.candidates)) == len(s.candidates), "selection.candidates", "has repeats")
+    _check(bool(s.threshold_policies), "selection.threshold_policies", "needs a policy")
+    for i, policy in enumerate(s.threshold_policies):
+        _check(
+            policy in THRESHOLD_POLICIES,
+            f"selection.threshold_policies[{i}]",
+            f"must be one of {THRESHOLD_POLICIES}, got {policy!r}",
+        )
+    _check(s.folds >= 2, "selection.folds", "must be at least 2")
+    _check(s.rule in SELECTION_RULES, "selection.rule", f"must be one of {SELECTION_RULES}")
+    _check(t.budget_minutes > 0, "training.budget_minutes", "must be positive")
+    _check(bool(cfg.model_subdir), "model_subdir", "must not be empty")
 
 
 def _resolve_paths(cfg: Config, base_dir: str) -> Config:

@@ -186,6 +186,7 @@ def model_metadata(
     members: list[Member],
     num_labels: int,
     threshold: float,
+    threshold_policy: str,
     num_warmup: int,
 ) -> dict:
     """What was exported: signatures, labels, threshold, cleaning, versions."""
@@ -205,7 +206,7 @@ def model_metadata(
         "signatures": signatures,
         "num_labels": num_labels,
         "threshold": threshold,
-        "per_label_thresholds": cfg.threshold.per_label,
+        "per_label_thresholds": threshold_policy == "per_label",
         "always_top1": cfg.threshold.always_top1,
         "model_family": describe(members),
         "members": [
@@ -260,11 +261,12 @@ def verify_in_session(version_dir: str) -> int:
     return replayed
 
 
-def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float]]:
-    """The global threshold and one threshold per label, in label order."""
+def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float], str]:
+    """The global threshold, one threshold per label in label order, and the policy."""
     with tf.io.gfile.GFile(model_path(model_dir, THRESHOLDS_FILE)) as f:
         saved = json.load(f)
-    return float(saved["threshold"]), thresholds_by_label(saved, labels)
+    policy = "per_label" if saved.get("per_label") else "global"
+    return float(saved["threshold"]), thresholds_by_label(saved, labels), policy
 
 
 def data_cleaning_steps(cfg: Config) -> tuple[str, ...]:
@@ -307,7 +309,7 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
     steps = data_cleaning_steps(cfg)
     members = members_of(cfg)
     labels = data_files.load_labels(cfg.data_dir)
-    threshold, per_label = read_thresholds(cfg.model_dir, labels)
+    threshold, per_label, policy = read_thresholds(cfg.model_dir, labels)
     assets = {
         contract.LABELS_ASSET: os.path.join(cfg.data_dir, schema.LABELS_FILE),
         schema.VOCAB_FILE: os.path.join(cfg.data_dir, schema.VOCAB_FILE),
@@ -335,7 +337,9 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
         archive.write_out(staging, verbose=False)
         _copy_assets(staging, assets)
         records = warmup_requests(cfg.export.model_name)
-        metadata = model_metadata(endpoints, cfg, members, len(labels), threshold, len(records))
+        metadata = model_metadata(
+            endpoints, cfg, members, len(labels), threshold, policy, len(records)
+        )
         _write_extras(staging, metadata, records)
         verify_in_session(staging)
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server's user

@@ -52,6 +52,7 @@ class TrainResult:
     seconds: float
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     chief: bool = True  # False on the other workers of a multi-worker run (nothing written)
+    stopped_by_budget: bool = False  # the time budget (not early stopping) ended it
 
 
 @dataclass
@@ -342,8 +343,9 @@ def train_one(
     done = loop.run()
     if not role.is_chief:
         log.info("worker %d finished; the chief writes the outputs", role.task_index)
+        seconds = time.time() - started
         return TrainResult(
-            "", float("nan"), {}, done.epochs_run, time.time() - started, model, False
+            "", float("nan"), {}, done.epochs_run, seconds, model, False, done.stopped_by_budget
         )
     y_val, s_val = validation_scores(cfg, model, inputs)
     best, thresholds, val_metrics = validation_thresholds(cfg, y_val, s_val, inputs.labels)
@@ -357,4 +359,6 @@ def train_one(
         val_metrics["micro_f1"],
         val_metrics["macro_f1"],
     )
-    return TrainResult(path, best, val_metrics, done.epochs_run, seconds, model)
+    return TrainResult(
+        path, best, val_metrics, done.epochs_run, seconds, model, True, done.stopped_by_budget
+    )
