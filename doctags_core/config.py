@@ -599,11 +599,10 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, directory: str, filename: str = "config.yaml") -> str:
-    """Writes the resolved config into ``directory`` (local or remote)."""
-    import tensorflow as tf  # gfile writes to local disk and to gs:// alike.
+    """Writes the resolved config into ``directory`` (local or remote), atomically."""
+    import tensorflow as tf  # gfile makes directories on local disk and gs:// alike.
+
+    from doctags_core.atomic_files import atomic_write
 
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, filename)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_yaml(cfg))
-    return path
+    return atomic_write(os.path.join(directory, filename), config_to_yaml(cfg))
