@@ -6,7 +6,7 @@ doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
 doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
-doctags run        --config C     (all of the above, in order)
+doctags run        --config C [--overwrite]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
 """
 
@@ -17,6 +17,8 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
 
@@ -42,6 +44,8 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 def _config(args) -> Config:
     cfg = load_config(args.config, _parse_overrides(args.set))
+    if args.command in ("export", "run"):
+        check_export_target(cfg, args.overwrite)  # in milliseconds, not after the work
     if args.command in ("train", "run"):
         # Logical devices must be set before any TensorFlow op runs. Importing
         # TensorFlow here, before the Beam job of `run`, also keeps the job's
@@ -219,15 +223,73 @@ def cmd_serve(args) -> None:
     serve_forever(options)
 
 
+def _shown(path: str) -> str:
+    """A path as a person would type it here: relative under the current directory."""
+    relative = os.path.relpath(path)
+    return shlex.quote(path if relative.startswith("..") else relative)
+
+
+def _command(name: str) -> str:
+    """How to call a console script of this environment: its name if PATH finds it."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(path) or shutil.which(name) == path:
+        return name
+    return _shown(path)
+
+
+def where_everything_is(cfg: Config, export_path: str, split: str = "test") -> str:
+    """The closing lines of `doctags run`: every artifact's place and the next commands."""
+    from trainer.outputs import LOGS_DIR, MODEL_FILE
+
+    base_path = os.path.dirname(export_path)
+    logs = os.path.join(cfg.model_dir, LOGS_DIR)
+    places = [
+        ("data", cfg.data_dir, "TFRecords, vocabularies, metadata.json, dead_letter/"),
+        ("model", os.path.join(cfg.model_dir, MODEL_FILE), "with thresholds.json, history.csv"),
+        ("TensorBoard", logs, ""),
+        ("export", export_path, "SavedModel for TF Serving"),
+        ("metrics", os.path.join(cfg.eval_dir, f"metrics_{split}.json"), ""),
+        ("report", os.path.join(cfg.eval_dir, f"report_{split}.html"), "open in a browser"),
+    ]
+    doctags = _command("doctags")
+    lines = ["where everything is:"]
+    lines += [
+        f"  {what:<12} {_shown(path)}" + (f"  ({note})" if note else "")
+        for what, path, note in places
+    ]
+    lines += [
+        "next:",
+        f"  {doctags} predict --model {_shown(base_path)} 'text to tag'",
+        f"  {doctags} predict --model {_shown(base_path)} --input texts.txt   (one text a line)",
+        f"  {doctags} serve --model-base-path {_shown(base_path)} --model-name "
+        f"{shlex.quote(cfg.export.model_name)}   (TF Serving's REST :8501 and gRPC :8500)",
+        f"  {_command('tensorboard')} --logdir {_shown(logs)}",
+    ]
+    return "\n".join(lines)
+
+
+def check_export_target(cfg: Config, overwrite: bool) -> None:
+    """The one rule for an existing export version, applied before any work.
+
+    Raises:
+        FileExistsError: when the version exists and ``overwrite`` is False;
+            the message names ``--overwrite`` and the next free version.
+    """
+    from doctags_core.version_publish import conflict_message
+
+    message = conflict_message(cfg.export_dir)
+    if message and not overwrite:
+        raise FileExistsError(message)
+
+
 def cmd_run(cfg: Config, args) -> dict:
-    """Preprocess -> train -> export -> evaluate -> a few predictions."""
+    """Preprocess -> train -> export -> evaluate -> a few predictions -> where things are."""
     from doctags_core.data_files import read_split
     from doctags_core.tagger import Tagger
 
     started = time.time()
     cmd_preprocess(cfg, args)
     cmd_train(cfg, args)
-    args.overwrite = True  # a re-run of the whole experiment replaces its own export
     path = cmd_export(cfg, args)
     args.model, args.split = path, "test"
     report = cmd_evaluate(cfg, args)
@@ -239,8 +301,9 @@ def cmd_run(cfg: Config, args) -> dict:
     m = report["metrics"]
     print(
         f"\ndone in {time.time() - started:.0f}s: test micro-F1 {m['micro_f1']:.4f}, "
-        f"macro-F1 {m['macro_f1']:.4f}, samples-F1 {m['samples_f1']:.4f}"
+        f"macro-F1 {m['macro_f1']:.4f}, samples-F1 {m['samples_f1']:.4f}\n"
     )
+    print(where_everything_is(cfg, path, args.split))
     return report
 
 
@@ -270,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="SavedModel (default: the config's export)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p = with_config("run", "preprocess, train, export and evaluate")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export version")
     p = sub.add_parser("predict", help="tag raw texts with an exported model or a server")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", help="SavedModel version dir or base path")
