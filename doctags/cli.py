@@ -8,6 +8,7 @@ doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --i
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
 doctags run        --config C [--overwrite]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
+doctags init       --input FILE [--out CONFIG]  (a commented config for your data)
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import yaml  # noqa: E402
 
 from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
+from doctags_core.data_sample import SampleError  # noqa: E402
+from doctags_core.field_detection import DetectionError  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 
 log = logging.getLogger("doctags")
@@ -307,6 +310,47 @@ def cmd_run(cfg: Config, args) -> dict:
     return report
 
 
+def format_init(result) -> str:
+    """What `doctags init` found, in a few lines, and what to run next."""
+    p, sample = result.proposal, result.sample
+    label = p.label
+    form = (
+        f'names separated by "{label.delimiter}"'
+        if label.form == "delimited"
+        else {"list": "lists", "json_list": "JSON lists", "single": "one name each"}[label.form]
+    )
+    split = "none (the id hash splits)"
+    if p.split:
+        split = (
+            p.split.field
+            + ": "
+            + ", ".join(
+                f"{v}" + (f" -> {m}" if m and m != v else "") for v, m in p.split.meaning.items()
+            )
+        )
+    read = "all" if sample.complete else "a sample of"
+    return "\n".join(
+        [
+            f"init: read {read} {sample.scanned} records of {sample.path} ({sample.format})",
+            f"  text_fields   [{', '.join(p.text_fields)}]",
+            f"  label_field   {label.field}: {form}, {len(label.counts)} labels in the sample",
+            f"  id_field      {p.id_field or 'null (a SHA-1 of the text)'}",
+            f"  split_field   {split}",
+            f"wrote {result.path} (its comments say why, and the alternatives); check it, then:",
+            f"  {_command('doctags')} run --config {_shown(result.path)}",
+        ]
+    )
+
+
+def cmd_init(args) -> None:
+    """Writes a commented config for the data at ``--input``."""
+    from doctags_core.init_config import experiment_name, write_init_config
+
+    out = args.out or f"{experiment_name(args.input)}.yaml"
+    result = write_init_config(args.input, out, force=args.force, sample_size=args.sample)
+    print(format_init(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="doctags", description=__doc__.split("\n")[0])
@@ -389,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout-seconds", type=float, default=60.0)
     p.add_argument("--idle-timeout-seconds", type=float, default=120.0)
     add_synth_arguments(sub.add_parser("synth", help="generate a synthetic labelled corpus"))
+    p = sub.add_parser("init", help="write a commented config for your own data")
+    p.add_argument("--input", required=True, help="a JSONL, CSV or Parquet file (gzip or not)")
+    p.add_argument("--out", help="config file to write (default: NAME.yaml here)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--sample", type=int, default=2000, help="records to look at")
     return parser
 
 
@@ -448,10 +497,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd_serve(args)
         elif args.command == "synth":
             cmd_synth(args)
+        elif args.command == "init":
+            cmd_init(args)
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, SampleError, DetectionError, FileNotFoundError, FileExistsError) as e:
         print(f"doctags {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ServingError as e:
