@@ -9,6 +9,7 @@ doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grp
 doctags run        --config C [--overwrite]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
 doctags init       --input FILE [--out CONFIG]  (a commented config for your data)
+doctags config     --explain [KEY] [--markdown] (every config key, its default and meaning)
 """
 
 from __future__ import annotations
@@ -351,6 +352,16 @@ def cmd_init(args) -> None:
     print(format_init(result))
 
 
+def cmd_config(args) -> None:
+    """Prints the config reference (all keys, a section or one key), or its Markdown page."""
+    from doctags_core.config_reference import explain, markdown
+
+    if args.markdown:
+        print(markdown(), end="")
+    else:
+        print(explain(args.explain or None), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="doctags", description=__doc__.split("\n")[0])
@@ -438,6 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="config file to write (default: NAME.yaml here)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--sample", type=int, default=2000, help="records to look at")
+    p = sub.add_parser("config", help="explain the config keys, their defaults and meaning")
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const="",
+        default="",
+        metavar="KEY",
+        help="one key (data.label_field) or section (data); all without KEY",
+    )
+    p.add_argument("--markdown", action="store_true", help="the docs/config.md page")
     return parser
 
 
@@ -499,6 +520,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_synth(args)
         elif args.command == "init":
             cmd_init(args)
+        elif args.command == "config":
+            cmd_config(args)
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
