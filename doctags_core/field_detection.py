@@ -302,6 +302,12 @@ def _label_lists(profile: FieldProfile, rows: list[dict], delimiter: str) -> lis
     return out
 
 
+def _example_index(lists: list[list[str]]) -> int:
+    """A record with a few labels (2 to 4) to show, else the one with the most."""
+    few = next((i for i, names in enumerate(lists) if 2 <= len(names) <= 4), None)
+    return few if few is not None else max(range(len(lists)), key=lambda i: len(lists[i]))
+
+
 def guess_labels(profile: FieldProfile, rows: list[dict]) -> LabelGuess | None:
     """The field read as labels, or None when it does not look like labels."""
     form = _label_form(profile)
@@ -316,8 +322,7 @@ def guess_labels(profile: FieldProfile, rows: list[dict]) -> LabelGuess | None:
         return None  # unique short strings are names or ids; digits are dates or codes
     score += repeat + (3.0 if profile.name.lower() in LABEL_NAMES else 0.0)
     labelled = sum(1 for names in lists if names)
-    most = max(range(len(rows)), key=lambda i: len(lists[i]))  # an example with several
-    example = rows[most].get(profile.name)
+    example = rows[_example_index(lists)].get(profile.name)
     return LabelGuess(
         profile.name, kind, delimiter, score, counts, labelled, len(rows) - labelled, example
     )
@@ -420,5 +425,5 @@ def propose(rows: list[dict]) -> Proposal:
 
 
 def shown_value(value) -> str:
-    """A label value shown as the data holds it, for a comment."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    """A label value as the data holds it, quoted so that its spacing shows, for a comment."""
+    return json.dumps(value, ensure_ascii=False)
