@@ -100,7 +100,11 @@ def test_training_outputs_killed_while_saving(tmp_path, monkeypatch, reuters_sli
     cfg = load_config(small_config(tmp_path, reuters_slice))
     inputs = keras.Input(shape=(3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    os.makedirs(cfg.model_dir)
+    killed_before = os.path.join(cfg.model_dir, ".tmp-0123abcd-model.keras")
+    open(killed_before, "wb").write(b"PK" + b"\0" * 7000)  # what a SIGKILL leaves
     train_lib.write_outputs(cfg, model, {"threshold": 0.5}, {"epochs_run": 1})
+    assert not os.path.exists(killed_before)
     model_file = os.path.join(cfg.model_dir, "model.keras")
     before = open(model_file, "rb").read()
     export_lib.check_training_outputs(cfg)  # a finished run: nothing missing

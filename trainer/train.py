@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from doctags_core import data_files, schema
-from doctags_core.atomic_files import atomic_path, atomic_write_json
+from doctags_core.atomic_files import atomic_path, atomic_write_json, remove_leftovers
 from doctags_core.config import Config, TrainingConfig, save_config
 from doctags_core.metrics import apply_thresholds, summary_metrics, thresholds_by_label
 from trainer import data as data_lib
@@ -238,9 +238,11 @@ def write_outputs(cfg: Config, model: keras.Model, thresholds: dict, summary: di
     The old ``thresholds.json`` is removed first and the new one written
     after the model, so a run killed in between leaves no thresholds, and
     export refuses, rather than pairing the new model with the thresholds
-    of the previous run.
+    of the previous run. Temporary files of a run killed while saving are
+    removed first.
     """
     tf.io.gfile.makedirs(cfg.model_dir)
+    remove_leftovers(cfg.model_dir)
     path = model_path(cfg.model_dir, MODEL_FILE)
     thresholds_path = model_path(cfg.model_dir, THRESHOLDS_FILE)
     if tf.io.gfile.exists(thresholds_path):
