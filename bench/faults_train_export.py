@@ -290,6 +290,9 @@ def export_sigkill(config: str, kills: int = 6, seed: int = 0) -> Result:
 
 def _kill_train_while_saving(config: str, model_dir: str, epochs: int) -> tuple[int, bool]:
     """Runs train and SIGKILLs it when its temporary model file appears."""
+    from doctags_core.atomic_files import remove_leftovers
+
+    remove_leftovers(model_dir)  # a leftover of an earlier kill is not this run saving
     process = subprocess.Popen(
         [sys.executable, "-m", "doctags", "train", "--config", config]
         + ["--set", f"training.epochs={epochs}"],
@@ -328,7 +331,7 @@ def train_sigkill(config: str, tries: int = 3) -> Result:
     loads = _model_loads(model_file)
     thresholds = os.path.exists(os.path.join(model_dir, "thresholds.json"))
     refused = doctags("export", "--config", config, "--overwrite")
-    said = refused.stderr.strip().splitlines()[-1] if refused.stderr.strip() else ""
+    said = next((x for x in refused.stderr.splitlines() if "error:" in x), "")
     resumed = doctags("train", "--config", config, "--set", f"training.epochs={epochs}")
     exported = doctags("export", "--config", config, "--overwrite")
     numbers = {
