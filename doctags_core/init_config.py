@@ -294,15 +294,17 @@ def render(
     w.key("output_dir", f"runs/{name}", "every artifact; relative to this file")
     raw = {"name": name, "output_dir": f"runs/{name}"}
     raw["data"] = _data_section(w, proposal, sample, input_path)
-    w.section("model")
-    w.comment("cnn is the default; dnn and tfidf_mlp train fastest on a CPU.", 2)
-    w.key("family", "cnn", "dnn, cnn, bigru, transformer, tfidf_mlp", 2)
+    w.lines.append("")
+    w.comment(
+        "The network: every model key takes its default; `doctags config --explain "
+        "model.family` lists the families (dnn and tfidf_mlp train fastest on a CPU), e.g."
+    )
+    w.comment("model:\n  family: dnn")
     w.section("training")
     w.key("epochs", 15, "at most: early stopping ends sooner", 2)
     w.section("export")
     w.key("model_name", name, f"the served name: runs/{name}/export/{name}/1", 2)
     w.key("version", 1, "an existing version is replaced only with --overwrite", 2)
-    raw["model"] = {"family": "cnn"}
     raw["training"] = {"epochs": 15}
     raw["export"] = {"model_name": name, "version": 1}
     return w.text(), raw
