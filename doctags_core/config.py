@@ -36,22 +36,36 @@ class DataConfig:
             directory unless absolute. Several globs may be given as a list.
         format: ``jsonl``, ``csv``, ``parquet`` or ``tfrecord`` (of
             ``tf.train.Example`` with the fields below as bytes features);
-            ``auto`` picks by file extension (``.jsonl``/``.ndjson``/
-            ``.json``, ``.csv``, ``.parquet``/``.pq``,
-            ``.tfrecord``/``.tfrecords``, each optionally ``.gz``).
-        id_field: Field holding a unique document id, used for deterministic
-            splitting. ``None`` derives the id from a hash of the text.
-        text_fields: Fields joined (with a newline) into the document text.
-        label_field: Field holding the labels: a JSON list, or a string split
-            on ``label_delimiter`` with blanks stripped.
-        label_delimiter: Delimiter for string-valued labels.
-        split_field: Optional field with ``train``/``validation``/``test``.
+            ``auto`` picks by file extension (``.jsonl``, ``.ndjson``,
+            ``.json``, ``.csv``, ``.parquet``, ``.pq``, ``.tfrecord``,
+            ``.tfrecords``, each optionally ``.gz``).
+        id_field: Field holding a unique document id; a document's split is a
+            hash of its id, so every run and runner splits alike. ``null``
+            makes the id a SHA-1 of the text (identical texts then share an
+            id, hence a split). A record without the field is a dead letter.
+        text_fields: Fields joined (with a newline) into the document text,
+            e.g. ``[title, body]``; a missing or empty field is skipped.
+        label_field: Field holding the labels: a list (JSON, Parquet), a
+            string holding a JSON list (``'["a", "b"]'``), or a string split
+            on ``label_delimiter`` (``"murder, violence ,flashback"``: blanks
+            around names stripped, duplicates dropped).
+        label_delimiter: What separates label names in a string label field
+            (``","``, ``"|"``, ``";"`` ...); unused for lists.
+        split_field: Optional field naming each record's split:
+            ``train``/``training``, ``validation``/``valid``/``val``/``dev``,
+            ``test``/``testing`` (any case). Test and validation rows keep
+            their split; train rows lose ``validation_fraction`` of
+            themselves to validation; other values are dead letters
+            (``invalid_split``); records without a value are split by id.
+            ``null``: no split field, the id hash decides all three.
         validation_fraction: Share of train documents (by id hash) moved to
-            validation.
+            validation; 0 keeps train whole when the data has its own
+            validation rows.
         test_fraction: Share of documents (by id hash) used as test when the
-            data has no split field.
+            data has no split field (ignored with one).
         allow_unlabeled: Keep documents whose label list is empty (as
-            all-negative examples) instead of dead-lettering them.
+            all-negative examples, "no tag applies") instead of
+            dead-lettering them with reason ``missing_labels``.
     """
 
     input_pattern: tuple[str, ...] = ()
@@ -68,7 +82,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class CleaningConfig:
-    """Ordered text-cleaning steps (see `doctags_core.cleaning`)."""
+    """Ordered text-cleaning steps (see `doctags_core.cleaning`).
+
+    Attributes:
+        steps: Steps applied in this order by the Beam job and, identically,
+            inside the exported model: ``remove_urls``, ``strip_html`` (tags
+            removed, then entities decoded), ``lowercase``,
+            ``expand_contractions``, ``drop_tokens_with_digits``,
+            ``letters_only``, ``remove_stopwords`` (English). Invalid UTF-8 is
+            replaced and whitespace folded in every case. Export refuses a
+            config whose steps differ from the data's.
+    """
 
     steps: tuple[str, ...] = DEFAULT_STEPS
 
@@ -306,7 +330,20 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Where the SavedModel goes: ``base_dir/model_name/version``."""
+    """Where the SavedModel goes: ``output_dir/base_dir/model_name/version``.
+
+    Attributes:
+        model_name: The model's name: the folder TF Serving and `doctags
+            serve` are pointed at (``--model-base-path``), and the name in
+            their URLs.
+        version: The version folder written. When it already holds a
+            SavedModel, `doctags export` and `doctags run` refuse unless
+            given ``--overwrite`` (which replaces it atomically; a server
+            that loaded it keeps the old model until it restarts). Servers
+            load the highest version: raise this to roll a live server
+            forward.
+        base_dir: Folder of the exported models, relative to ``output_dir``.
+    """
 
     model_name: str = "doctags"
     version: int = 1
@@ -320,7 +357,23 @@ class Config:
     Attributes:
         name: Experiment name, used in logs.
         output_dir: Root directory for every artifact of this experiment,
-            relative to the config file's directory unless absolute.
+            relative to the config file's directory unless absolute
+            (``gs://`` for the Beam job's output on a cluster).
+        data: The input: files, format, and which fields hold the text, the
+            labels, the id and the split.
+        cleaning: The text cleaning, one list of steps shared by the Beam
+            job and the exported model.
+        preprocess: The Beam job: runner, batching, vocabulary, shards.
+        model: The network family and its sizes, and the tokenizer.
+        training: Optimisation, batch layout, devices, early stopping and
+            checkpoints.
+        loss: The training loss and sample weights for imbalanced labels.
+        threshold: How decision thresholds are chosen on the validation
+            split and baked into the export.
+        selection: How ``model.family: auto`` chooses among its candidates,
+            on the validation split.
+        export: Where the SavedModel is written, under which name and
+            version.
         model_subdir: The trained model's directory under ``output_dir``
             (``model``); the candidates of ``model.family: auto`` train in
             ``model/candidates/NAME``.
@@ -671,11 +724,10 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, directory: str, filename: str = "config.yaml") -> str:
-    """Writes the resolved config into ``directory`` (local or remote)."""
-    import tensorflow as tf  # gfile writes to local disk and to gs:// alike.
+    """Writes the resolved config into ``directory`` (local or remote), atomically."""
+    import tensorflow as tf  # gfile makes directories on local disk and gs:// alike.
+
+    from doctags_core.atomic_files import atomic_write
 
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, filename)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_yaml(cfg))
-    return path
+    return atomic_write(os.path.join(directory, filename), config_to_yaml(cfg))

@@ -200,11 +200,15 @@ def iter_csv_rows(binary_stream, source: str):
     Undecodable bytes are kept as surrogates so that the row can still be
     split and then dead-lettered with reason ``invalid_utf8`` by the parser.
     A row whose field count differs from the header's is ``invalid_csv``.
+    A UTF-8 byte order mark (Excel writes one) is dropped, so the first
+    column keeps its plain name.
     """
     import csv
     import io
 
-    stream = io.TextIOWrapper(binary_stream, encoding="utf-8", errors="surrogateescape", newline="")
+    stream = io.TextIOWrapper(
+        binary_stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
     reader = csv.reader(stream)
     try:
         header = next(reader)

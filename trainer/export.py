@@ -33,14 +33,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
-from doctags_core import data_files, schema
+from doctags_core import data_files, schema, version_publish
 from doctags_core import export_contract as contract
+from doctags_core.atomic_files import atomic_write_json
 from doctags_core.cleaning import clean_text
 from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
@@ -230,8 +230,7 @@ def _write_extras(staging: str, metadata: dict, records: list[bytes]) -> None:
     with tf.io.TFRecordWriter(contract.warmup_path(staging)) as writer:
         for record in records:
             writer.write(record)
-    with tf.io.gfile.GFile(os.path.join(extra, contract.METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2)
+    atomic_write_json(os.path.join(extra, contract.METADATA_FILE), metadata)
 
 
 def _copy_assets(staging: str, files: dict[str, str]) -> None:
@@ -269,6 +268,27 @@ def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[floa
     return float(saved["threshold"]), thresholds_by_label(saved, labels), policy
 
 
+def check_training_outputs(cfg: Config, members: list[Member]) -> None:
+    """Fails early, and says why, when training has not finished writing its outputs.
+
+    Training publishes ``model.keras`` and ``thresholds.json`` atomically at its
+    very end (auto selection: each member's model, then the thresholds), so a
+    missing file means a run that has not finished (or was killed): Keras'
+    own "File not found" would not say so.
+
+    Raises:
+        FileNotFoundError: naming the missing file and the command to run.
+    """
+    paths = [model_path(cfg.model_dir, THRESHOLDS_FILE)]
+    paths += [model_path(m.cfg.model_dir, MODEL_FILE) for m in members]
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: no finished training run in {cfg.model_dir}; run "
+                "`doctags train` (a run killed before its end resumes from its backup)"
+            )
+
+
 def data_cleaning_steps(cfg: Config) -> tuple[str, ...]:
     """The cleaning steps the data was made with, checked against the config.
 
@@ -293,21 +313,28 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
     """Writes the SavedModel to ``cfg.export_dir`` and returns that path.
 
     The version directory (SavedModel, assets, ``assets.extra`` warmup and
-    metadata) is written under a temporary name, loaded with TF Serving's
-    session-based loader and its warmup replayed there, and only then
-    renamed into place, so a server watching the base path never sees half
-    a model nor a model that cannot answer.
+    metadata) is written under a hidden staging name, loaded with TF
+    Serving's session-based loader and its warmup replayed there, and only
+    then published (`doctags_core.version_publish`): renamed into place, or
+    exchanged with the version it replaces in one system call, so a server
+    watching the base path never sees half a model, a model that cannot
+    answer, or no version at all. Staging folders of killed exports and the
+    version the previous export replaced are removed first.
 
     Raises:
-        FileExistsError: if the version exists and ``overwrite`` is False.
+        FileExistsError: if the version exists and ``overwrite`` is False
+            (before any work; the message names both ways on).
+        FileNotFoundError: if training has not written its outputs.
         ConfigError: if the config's cleaning differs from the data's.
         RuntimeError: if the session loader cannot run the export.
     """
     target = cfg.export_dir
-    if tf.io.gfile.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} exists; raise export.version or pass --overwrite")
+    conflict = version_publish.conflict_message(target)
+    if conflict and not overwrite:
+        raise FileExistsError(conflict)
     steps = data_cleaning_steps(cfg)
     members = members_of(cfg)
+    check_training_outputs(cfg, members)
     labels = data_files.load_labels(cfg.data_dir)
     threshold, per_label, policy = read_thresholds(cfg.model_dir, labels)
     assets = {
@@ -329,10 +356,9 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
         for m in members
     ]
     archive, endpoints = build_archive(loaded, labels, per_label, steps, cfg.threshold.always_top1)
-    parent = os.path.dirname(target)
-    tf.io.gfile.makedirs(parent)
-    # A leading dot: TF Serving and `doctags serve` only consider numeric names.
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    base_path = os.path.dirname(target)
+    version_publish.remove_leftovers(base_path)
+    staging = version_publish.staging_dir(base_path)
     try:
         archive.write_out(staging, verbose=False)
         _copy_assets(staging, assets)
@@ -342,11 +368,8 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
         )
         _write_extras(staging, metadata, records)
         verify_in_session(staging)
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server's user
-        if tf.io.gfile.exists(target):
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
+        version_publish.publish_version(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # unpublished: nothing refers to it
+        raise
     return target

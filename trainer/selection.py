@@ -28,7 +28,6 @@ A finished candidate whose config has not changed is reused, so a killed
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ import tensorflow as tf
 import yaml
 
 from doctags_core import data_files
+from doctags_core.atomic_files import atomic_write_json, remove_leftovers
 from doctags_core.candidates import CANDIDATES
 from doctags_core.config import (
     Config,
@@ -235,11 +235,6 @@ def selection_table(options: list[Option], chosen: Option, candidates: list[Cand
     )
 
 
-def _write_json(path: str, content: dict) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(content, f, indent=2)
-
-
 def write_choice(
     cfg: Config, options: list[Option], chosen: Option, candidates: list[Candidate], table: str
 ) -> tuple[float, dict]:
@@ -265,7 +260,12 @@ def write_choice(
         thresholds["per_label"] = dict(zip(labels, (float(t) for t in per_label)))
         thresholds["min_positives"] = cfg.threshold.min_positives
     tf.io.gfile.makedirs(cfg.model_dir)
-    _write_json(model_path(cfg.model_dir, THRESHOLDS_FILE), thresholds)
+    remove_leftovers(cfg.model_dir)
+    # The thresholds go last: a run killed before leaves none, and export
+    # refuses, rather than pairing a new choice with the previous thresholds.
+    thresholds_path = model_path(cfg.model_dir, THRESHOLDS_FILE)
+    if tf.io.gfile.exists(thresholds_path):
+        tf.io.gfile.remove(thresholds_path)
     members = [
         {"name": name, "weight": weight, "model_dir": by_name[name].cfg.model_dir}
         for name, weight in chosen.members
@@ -283,8 +283,9 @@ def write_choice(
         ],
         "table": table,
     }
-    _write_json(model_path(cfg.model_dir, SELECTION_FILE), selection)
+    atomic_write_json(model_path(cfg.model_dir, SELECTION_FILE), selection)
     save_config(cfg, cfg.model_dir)
+    atomic_write_json(thresholds_path, thresholds)
     metrics = summary_metrics(y, apply_thresholds(scores, per_label, cfg.threshold.always_top1))
     return best, metrics
 
@@ -315,7 +316,7 @@ def train_auto(cfg: Config, on_step: Callable | None = None) -> TrainResult:
         "validation_cross_fitted": {"micro_f1": chosen.micro_f1, "macro_f1": chosen.macro_f1},
         "validation": metrics,
     }
-    _write_json(model_path(cfg.model_dir, SUMMARY_FILE), summary)
+    atomic_write_json(model_path(cfg.model_dir, SUMMARY_FILE), summary)
     log.info("auto: chose %s with %s thresholds", chosen.name, chosen.policy)
     validation = {**metrics, "micro_f1": chosen.micro_f1, "macro_f1": chosen.macro_f1}
     return TrainResult(cfg.model_dir, best, validation, epochs, seconds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,6 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from doctags_core import data_files, schema
+from doctags_core.atomic_files import (
+    atomic_path,
+    atomic_write,
+    atomic_write_json,
+    remove_leftovers,
+)
 from doctags_core.config import Config, TrainingConfig, save_config
 from doctags_core.metrics import apply_thresholds, summary_metrics, thresholds_by_label
 from trainer import data as data_lib
@@ -198,8 +203,7 @@ def validation_scores(
     )
     buffer = io.BytesIO()  # numpy's zip writer seeks; gfile (gs://) streams
     np.savez_compressed(buffer, y=y_val, scores=s_val)
-    with tf.io.gfile.GFile(model_path(cfg.model_dir, VALIDATION_SCORES_FILE), "wb") as f:
-        f.write(buffer.getvalue())
+    atomic_write(model_path(cfg.model_dir, VALIDATION_SCORES_FILE), buffer.getvalue())
     return y_val, s_val
 
 
@@ -249,13 +253,27 @@ def _summary(
 
 
 def write_outputs(cfg: Config, model: keras.Model, thresholds: dict, summary: dict) -> str:
-    """The Keras model, ``thresholds.json``, the summary and the config; the model's path."""
+    """The Keras model, ``thresholds.json``, the summary and the config; the model's path.
+
+    Each file is written under a temporary name and renamed into place
+    (`doctags_core.atomic_files`): a run killed while saving leaves whole
+    files, never a truncated ``model.keras`` that export would fail to read.
+    The old ``thresholds.json`` is removed first and the new one written
+    after the model, so a run killed in between leaves no thresholds, and
+    export refuses, rather than pairing the new model with the thresholds
+    of the previous run. Temporary files of a run killed while saving are
+    removed first.
+    """
+    tf.io.gfile.makedirs(cfg.model_dir)
+    remove_leftovers(cfg.model_dir)
     path = model_path(cfg.model_dir, MODEL_FILE)
-    model.save(path)
-    with tf.io.gfile.GFile(model_path(cfg.model_dir, THRESHOLDS_FILE), "w") as f:
-        json.dump(thresholds, f, indent=2)
-    with tf.io.gfile.GFile(model_path(cfg.model_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
+    thresholds_path = model_path(cfg.model_dir, THRESHOLDS_FILE)
+    if tf.io.gfile.exists(thresholds_path):
+        tf.io.gfile.remove(thresholds_path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    atomic_write_json(thresholds_path, thresholds)
+    atomic_write_json(model_path(cfg.model_dir, SUMMARY_FILE), summary)
     save_config(cfg, cfg.model_dir)
     return path
 
