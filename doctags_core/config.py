@@ -542,7 +542,7 @@ def _validate(cfg: Config) -> None:
     _check(
         m.family in (AUTO, *MODEL_FAMILIES),
         "model.family",
-        f"must be {AUTO!r} or one of {MODEL_FAMILIES}, got {m.family!r}",
+        f"must be one of {(AUTO, *MODEL_FAMILIES)}, got {m.family!r}",
     )
     for key in (
         "sequence_length",

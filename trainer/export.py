@@ -268,7 +268,7 @@ def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[floa
     return float(saved["threshold"]), thresholds_by_label(saved, labels), policy
 
 
-def check_training_outputs(cfg: Config, members: list[Member]) -> None:
+def check_training_outputs(cfg: Config, members: list[Member] | None = None) -> None:
     """Fails early, and says why, when training has not finished writing its outputs.
 
     Training publishes ``model.keras`` and ``thresholds.json`` atomically at its
@@ -280,7 +280,7 @@ def check_training_outputs(cfg: Config, members: list[Member]) -> None:
         FileNotFoundError: naming the missing file and the command to run.
     """
     paths = [model_path(cfg.model_dir, THRESHOLDS_FILE)]
-    paths += [model_path(m.cfg.model_dir, MODEL_FILE) for m in members]
+    paths += [model_path(m.cfg.model_dir, MODEL_FILE) for m in members or members_of(cfg)]
     for path in paths:
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(
