@@ -73,12 +73,17 @@ class Tagger:
         return results
 
     def predict_multi_hot(self, texts: list[str], batch_size: int = 256):
-        """``(decisions, scores)`` matrices over `labels`, with the in-graph threshold."""
+        """``(decisions, scores)`` matrices over `labels`, with the in-graph threshold.
+
+        Decisions are int32 (`doctags_core.labels.LABEL_DTYPE`, not imported:
+        this module needs TensorFlow only): int8 indicators break
+        scikit-learn with more than 127 labels.
+        """
         index = {name: i for i, name in enumerate(self.labels)}
         decisions, scores = [], []
         for start in range(0, len(texts), batch_size):
             out = self.raw(texts[start : start + batch_size])
-            batch = np.zeros((len(out["scores"]), len(self.labels)), dtype=np.int8)
+            batch = np.zeros((len(out["scores"]), len(self.labels)), dtype=np.int32)
             for row, tags in enumerate(out["tags"]):
                 for tag in tags:
                     if tag:
