@@ -1,6 +1,6 @@
 """Quality benchmark: doctags configurations vs TF-IDF + LinearSVC and fastText.
 
-    pip install -e ".[dev,bench]"     # the bench extra brings fasttext-wheel
+    pip install -e ".[dev,bench]"     # the bench extra brings fastText (fasttext-numpy2)
     python bench/quality.py --config configs/reuters.yaml [--variants cnn,dnn] [--input GLOB]
         [--split-field split|none] [--work /tmp/quality] [--reuse] [--no-fasttext]
 
@@ -169,8 +169,8 @@ def fasttext_ova(
 
     The threshold maximises validation micro-F1 over 0.01..0.99 (the metric
     doctags' default sweep uses); test is only scored. Labels as in
-    `tfidf_linearsvc`. Needs the ``bench`` extra (``fasttext-wheel``); only the
-    batch ``predict`` is used (its single-string path fails on numpy 2).
+    `tfidf_linearsvc`. Needs the ``bench`` extra (``fasttext-numpy2``; see
+    pyproject.toml for why not ``fasttext-wheel``).
 
     Returns:
         As `tfidf_linearsvc`, plus ``threshold`` and the validation
