@@ -263,8 +263,9 @@ def recipe(
     work: str = WORK,
     rule: str = "cv_sum",
 ) -> dict | None:
-    """The auto recipe on one corpus: every candidate thresholded by ``policy``,
-    the winner chosen on VALIDATION only by ``rule``, reported on test.
+    """The auto recipe on one corpus: every candidate thresholded by each policy of
+    ``policy`` ("a+b": choose among a and b too), the winning (candidate, policy)
+    chosen on VALIDATION only by ``rule``, reported on test.
 
     Rules: ``cv_sum`` maximises cross-fitted validation micro-F1 + macro-F1;
     ``val_sum`` the same on the validation decisions themselves.
@@ -280,13 +281,19 @@ def recipe(
             loaded[p] = m
         loaded[name] = members[0] if len(parts) == 1 else ensemble(members)
     labels = loaded[candidates[0]]["labels"]
-    pol = policies(train_counts(corpus, labels, work))[policy]
+    pols = policies(train_counts(corpus, labels, work))
     rows = []
-    for name in candidates:
-        r = evaluate(loaded[name], pol)
+    for name, pname in [(n, p) for n in candidates for p in policy.split("+")]:
+        r = evaluate(loaded[name], pols[pname])
         key = r["cv_micro"] + r["cv_macro"] if rule == "cv_sum" else r["val_micro"] + r["val_macro"]
         rows.append(
-            {"candidate": name, "score": key, **r, "train_s": float(loaded[name]["train_seconds"])}
+            {
+                "candidate": name,
+                "policy": pname,
+                "score": key,
+                **r,
+                "train_s": float(loaded[name]["train_seconds"]),
+            }
         )
     best = max(rows, key=lambda r: (round(r["score"], 6), -r["train_s"]))
     return {"corpus": corpus, "policy": policy, "rule": rule, "winner": best, "rows": rows}
@@ -320,14 +327,15 @@ def main() -> None:
                 bma = max((b["macro_f1"] for b in base.values()), default=float("nan"))
                 ok = w["test_micro"] >= bmi + 0.02 and w["test_macro"] >= bma
                 print(
-                    f"  {corpus:14s} -> {w['candidate']:10s} val {w['val_micro']:.4f}/"
+                    f"  {corpus:14s} -> {w['candidate']}/{w['policy']} val {w['val_micro']:.4f}/"
                     f"{w['val_macro']:.4f} cv {w['cv_micro']:.4f}/{w['cv_macro']:.4f} "
                     f"test {w['test_micro']:.4f}/{w['test_macro']:.4f}  best baseline "
                     f"{bmi:.4f}/{bma:.4f}  {'MEETS' if ok else 'misses'} the must"
                 )
                 for r in out["rows"]:
                     print(
-                        f"      {r['candidate']:10s} cv {r['cv_micro']:.4f}/{r['cv_macro']:.4f}"
+                        f"      {r['candidate'] + '/' + r['policy']:24s} "
+                        f"cv {r['cv_micro']:.4f}/{r['cv_macro']:.4f}"
                         f" test {r['test_micro']:.4f}/{r['test_macro']:.4f}"
                         f" train {r['train_s']:.0f}s"
                     )
