@@ -104,7 +104,10 @@ def per_label(y, s, t_global, min_pos=3, shrink=0.0, grid=GRID) -> np.ndarray:
 
 
 def frequency_buckets(train_counts: np.ndarray) -> np.ndarray:
-    """Bucket of each label by train frequency: log2 bins (1-3, 4-7, 8-15, ...), capped."""
+    """Bucket of each label by train count n: min(floor(log2(n + 1)), 10).
+
+    n = 0 | 1-2 | 3-6 | 7-14 | ... | >= 1023.
+    """
     return np.minimum(np.floor(np.log2(np.maximum(train_counts, 1) + 1) / 1.0), 10).astype(int)
 
 
