@@ -1,15 +1,21 @@
-"""Quality benchmark: doctags configurations vs TF-IDF + OneVsRest(LinearSVC).
+"""Quality benchmark: doctags configurations vs TF-IDF + LinearSVC and fastText.
 
+    pip install -e ".[dev,bench]"     # the bench extra brings fastText (fasttext-numpy2)
     python bench/quality.py --config configs/reuters.yaml [--variants cnn,dnn] [--input GLOB]
-        [--split-field split|none] [--work /tmp/quality] [--reuse]
+        [--split-field split|none] [--work /tmp/quality] [--reuse] [--no-fasttext]
 
 The corpus is preprocessed ONCE by the Beam job; every doctags variant (a set
 of config overrides, see VARIANTS) is trained, exported and evaluated on the
-exported SavedModel, and the scikit-learn baseline is trained on exactly the
-same train+validation documents and scored on the same test documents and
-label set. One table: micro-F1, macro-F1, train seconds, predict docs/s
-(raw strings through the exported model at batch 256; the baseline's
-vectorize + predict).
+exported SavedModel. Two baselines run in the same process on the same
+splits and label set, from the raw text the records keep:
+
+- TF-IDF (1-2 grams) + OneVsRest(LinearSVC), scikit-learn, fitted on
+  train + validation (it has no threshold to tune);
+- fastText one-vs-all (``-loss ova -wordNgrams 2 -epoch 50``), fitted on
+  train, its threshold tuned on validation, the split doctags tunes on.
+
+One table: micro-F1, macro-F1, train seconds, predict docs/s (raw strings
+through the exported model at batch 256; the baselines' own predict).
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,38 +70,175 @@ def _sets(overrides: dict) -> list[str]:
     return out
 
 
-def sklearn_baseline(data_dir: str, labels: list[str]) -> dict:
-    """TF-IDF (1-2 grams, sublinear tf) + one LinearSVC per label, on raw text."""
+def tfidf_linearsvc(
+    train_texts: list[str],
+    train_labels: list[list[str]],
+    test_texts: list[str],
+    test_labels: list[list[str]],
+    labels: list[str] | None = None,
+) -> dict:
+    """TF-IDF (1-2 grams, sublinear tf) + one LinearSVC per label, on raw text.
+
+    Plain texts and label-name lists in, so it runs (and is tested) without a
+    Beam job. Labels are binarised by scikit-learn's own MultiLabelBinarizer
+    (int64; an int8 indicator breaks OneVsRestClassifier beyond 127 labels),
+    over ``labels`` (default: the train labels); test labels outside it are
+    ignored, as the doctags evaluator ignores labels its model does not know.
+    A label without a train positive gets a constant "no" (OneVsRest's own
+    handling). Metrics over the whole label set, as `summary_metrics` does.
+
+    Returns:
+        ``system``, ``micro_f1``, ``macro_f1``, ``train_s`` (vectorize + fit)
+        and ``predict_docs_s`` (vectorize + predict the test texts).
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import MultiLabelBinarizer
     from sklearn.svm import LinearSVC
 
-    texts, ys = [], []
-    for split in ("train", "validation"):
-        _, t, y = read_split(data_dir, split)
-        texts += t
-        ys += y
-    _, test_texts, test_labels = read_split(data_dir, "test")
-    started = time.time()
-    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
-    x = vectorizer.fit_transform(texts)
-    y = multi_hot(ys, labels)
-    keep = y.sum(axis=0) > 0  # a label with no positive example cannot be fitted
-    clf = OneVsRestClassifier(LinearSVC(C=1.0)).fit(x, y[:, keep])
-    train_seconds = time.time() - started
-    started = time.time()
-    pred_kept = clf.predict(vectorizer.transform(test_texts))
-    predict_seconds = time.time() - started
-    pred = multi_hot([[] for _ in test_texts], labels)
-    pred[:, keep] = pred_kept
-    m = summary_metrics(multi_hot(test_labels, labels), pred)
+    with warnings.catch_warnings():
+        # Expected: test labels outside the label set, labels without positives.
+        warnings.simplefilter("ignore", UserWarning)
+        binarizer = MultiLabelBinarizer(classes=labels)
+        y_train = binarizer.fit_transform(train_labels)
+        y_test = binarizer.transform(test_labels)
+        started = time.time()
+        vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
+        x = vectorizer.fit_transform(train_texts)
+        clf = OneVsRestClassifier(LinearSVC(C=1.0, random_state=0)).fit(x, y_train)
+        train_seconds = time.time() - started
+        started = time.time()
+        pred = clf.predict(vectorizer.transform(test_texts))
+        predict_seconds = time.time() - started
+    m = summary_metrics(y_test, pred)
     return {
         "system": "sklearn tfidf(1,2) + OvR LinearSVC",
         "micro_f1": m["micro_f1"],
         "macro_f1": m["macro_f1"],
         "train_s": train_seconds,
-        "predict_docs_s": len(test_texts) / predict_seconds,
+        "predict_docs_s": len(test_texts) / max(predict_seconds, 1e-9),
     }
+
+
+# fastText's usual multi-label recipe (one-vs-all sigmoids, word bigrams), with
+# the epochs of its strong supervised settings; not tuned per corpus.
+FASTTEXT_PARAMS = {
+    "loss": "ova",
+    "wordNgrams": 2,
+    "epoch": 50,
+    "lr": 0.5,
+    "dim": 100,
+    "minCount": 1,
+    "bucket": 2_000_000,
+    "thread": 2,
+    "verbose": 0,
+}
+_FT_GRID = (0.01, 0.99, 0.01)
+
+
+def fasttext_tokens(text: str) -> str:
+    """fastText's usual preprocessing: lower case, punctuation split off, one line."""
+    return " ".join(re.sub(r"([^\w\s])", r" \1 ", text.lower()).split())
+
+
+def _fasttext_scores(model, texts: list[str], index: dict[str, int], n_labels: int):
+    """Every label's ova probability for every text (``k=-1``, no threshold)."""
+    import numpy as np
+
+    scores = np.zeros((len(texts), n_labels), dtype=np.float32)
+    names, probs = model.predict([fasttext_tokens(t) for t in texts], k=-1, threshold=0.0)
+    for row, (ns, ps) in enumerate(zip(names, probs)):
+        for name, p in zip(ns, ps):
+            column = index.get(name)
+            if column is not None:
+                scores[row, column] = p
+    return scores
+
+
+def fasttext_ova(
+    train_texts: list[str],
+    train_labels: list[list[str]],
+    validation_texts: list[str],
+    validation_labels: list[list[str]],
+    test_texts: list[str],
+    test_labels: list[list[str]],
+    labels: list[str] | None = None,
+    params: dict | None = None,
+) -> dict:
+    """fastText one-vs-all, fitted on train, its global threshold tuned on VALIDATION.
+
+    The threshold maximises validation micro-F1 over 0.01..0.99 (the metric
+    doctags' default sweep uses); test is only scored. Labels as in
+    `tfidf_linearsvc`. Needs the ``bench`` extra (``fasttext-numpy2``; see
+    pyproject.toml for why not ``fasttext-wheel``).
+
+    Returns:
+        As `tfidf_linearsvc`, plus ``threshold`` and the validation
+        ``val_micro_f1`` / ``val_macro_f1``.
+    """
+    import tempfile
+
+    import fasttext
+    import numpy as np
+
+    from doctags_core.metrics import apply_thresholds, sweep_threshold, threshold_grid
+
+    labels = labels or sorted({lb for ls in train_labels for lb in ls})
+    # fastText labels are whitespace-free tokens: map each name to a safe one.
+    tokens = {lb: "__label__" + re.sub(r"\s", "_", lb) for lb in labels}
+    index = {tokens[lb]: i for i, lb in enumerate(labels)}
+    y_val = multi_hot(validation_labels, labels)
+    y_test = multi_hot(test_labels, labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "train.txt")
+        started = time.time()
+        with open(path, "w", encoding="utf-8") as f:
+            for text, ls in zip(train_texts, train_labels):
+                names = " ".join(tokens[lb] for lb in ls if lb in tokens)
+                f.write(f"{names} {fasttext_tokens(text)}\n")
+        model = fasttext.train_supervised(path, **{**FASTTEXT_PARAMS, **(params or {})})
+        train_seconds = time.time() - started
+    s_val = _fasttext_scores(model, validation_texts, index, len(labels))
+    threshold, _ = sweep_threshold(y_val, s_val, threshold_grid(*_FT_GRID), "micro_f1")
+    val = summary_metrics(y_val, apply_thresholds(s_val, [threshold] * len(labels)))
+    started = time.time()
+    names, _ = model.predict([fasttext_tokens(t) for t in test_texts], k=-1, threshold=threshold)
+    predict_seconds = time.time() - started
+    pred = np.zeros_like(y_test)
+    for row, ns in enumerate(names):
+        for name in ns:
+            if name in index:
+                pred[row, index[name]] = 1
+    m = summary_metrics(y_test, pred)
+    return {
+        "system": "fastText ova (wordNgrams 2, 50 epochs)",
+        "micro_f1": m["micro_f1"],
+        "macro_f1": m["macro_f1"],
+        "train_s": train_seconds,
+        "predict_docs_s": len(test_texts) / max(predict_seconds, 1e-9),
+        "threshold": threshold,
+        "val_micro_f1": val["micro_f1"],
+        "val_macro_f1": val["macro_f1"],
+    }
+
+
+def baselines(data_dir: str, labels: list[str], with_fasttext: bool = True) -> list[dict]:
+    """Both baselines on the preprocessed splits (raw text kept by the Beam job).
+
+    LinearSVC, which has no threshold to tune, fits train + validation (as
+    doctags' model sees train, and validation only picks its threshold and
+    epoch); fastText fits train and tunes its threshold on validation.
+    """
+    splits = {s: read_split(data_dir, s)[1:] for s in ("train", "validation", "test")}
+    (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = (
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+    )
+    rows = [tfidf_linearsvc(tr_x + va_x, tr_y + va_y, te_x, te_y, labels)]
+    if with_fasttext:
+        rows.append(fasttext_ova(tr_x, tr_y, va_x, va_y, te_x, te_y, labels))
+    return rows
 
 
 def run_variant(name: str, overrides: dict, base: list[str], work: str, data_dir: str) -> dict:
@@ -133,6 +278,9 @@ def main() -> None:
     parser.add_argument("--variants", default="cnn,cnn_wbce_perlabel,tfidf_mlp_wbce_perlabel")
     parser.add_argument("--work", default="/tmp/doctags-quality")
     parser.add_argument("--reuse", action="store_true", help="keep preprocessed data if present")
+    parser.add_argument(
+        "--no-fasttext", action="store_true", help="skip the fastText row (no bench extra)"
+    )
     args = parser.parse_args()
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
@@ -155,7 +303,9 @@ def main() -> None:
         rows.append(run_variant(variant, VARIANTS[variant], base, args.work, data_dir))
         print("row:", json.dumps(rows[-1]), flush=True)  # a long run keeps what it finished
     labels = [line.strip() for line in open(os.path.join(data_dir, "labels.txt")) if line.strip()]
-    rows.append(sklearn_baseline(data_dir, labels))
+    for row in baselines(data_dir, labels, with_fasttext=not args.no_fasttext):
+        rows.append(row)
+        print("row:", json.dumps(row), flush=True)
     print()
     print(format_table(rows, ["system", "micro_f1", "macro_f1", "train_s", "predict_docs_s"]))
 

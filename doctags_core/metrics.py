@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from doctags_core.labels import LABEL_DTYPE
+
 
 def summary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Micro/macro/weighted/samples F1, precision and recall, Hamming loss, subset accuracy."""
@@ -96,7 +98,8 @@ def sweep_threshold(
     average = metric.split("_")[0]
     curve = []
     for t in grid:
-        f = skm.f1_score(y_true, (scores >= t).astype(np.int8), average=average, zero_division=0)
+        pred = (scores >= t).astype(LABEL_DTYPE)
+        f = skm.f1_score(y_true, pred, average=average, zero_division=0)
         curve.append({"threshold": float(t), metric: float(f)})
     best = max(curve, key=lambda row: (row[metric], -row["threshold"]))
     return best["threshold"], curve
@@ -146,7 +149,7 @@ def thresholds_by_label(saved: dict, labels: list[str]) -> list[float]:
 
 def apply_thresholds(scores: np.ndarray, thresholds, always_top1: bool = False) -> np.ndarray:
     """0/1 decisions as the exported graph makes them (optionally top-1 always on)."""
-    pred = (scores >= np.asarray(thresholds, dtype=scores.dtype)[None, :]).astype(np.int8)
+    pred = (scores >= np.asarray(thresholds, dtype=scores.dtype)[None, :]).astype(LABEL_DTYPE)
     if always_top1 and scores.shape[1]:
         pred[np.arange(len(scores)), scores.argmax(axis=1)] = 1
     return pred

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from doctags_core import export_contract as contract
+from doctags_core.labels import LABEL_DTYPE
 from doctags_core.session_model import SessionModel
 
 
@@ -57,15 +58,16 @@ class Tagger:
         decisions, scores = [], []
         for start in range(0, len(texts), batch_size):
             out = self.raw(texts[start : start + batch_size])
-            batch = np.zeros(out["scores"].shape, dtype=np.int64)
-            for row, tags in enumerate(contract.decode_tags(out["tags"], out["tag_scores"])):
-                for tag, _ in tags:
-                    batch[row, index[tag]] = 1
+            batch = np.zeros(out["scores"].shape, dtype=LABEL_DTYPE)
+            for row, tags in enumerate(out["tags"]):
+                for tag in tags:
+                    if tag:  # "" pads the rows to the batch's most tags
+                        batch[row, index[tag.decode("utf-8")]] = 1
             decisions.append(batch)
             scores.append(out["scores"])
         if not decisions:
             empty = np.zeros((0, len(self.labels)))
-            return empty.astype(np.int64), empty.astype(np.float32)
+            return empty.astype(LABEL_DTYPE), empty.astype(np.float32)
         return np.concatenate(decisions), np.concatenate(scores)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from doctags_core.config import Config
+from doctags_core.labels import LABEL_DTYPE
 from doctags_core.metrics import (
     apply_thresholds,
     per_label_thresholds,
@@ -21,7 +22,7 @@ def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
     for ids, y in dataset:
         ys.append(y.numpy())
         scores.append(model(ids, training=False).numpy())
-    return np.concatenate(ys).astype(np.int8), np.concatenate(scores)
+    return np.concatenate(ys).astype(LABEL_DTYPE), np.concatenate(scores)
 
 
 def choose_thresholds(cfg: Config, y_val, s_val, labels: list[str]) -> tuple[float, dict]:
