@@ -15,6 +15,7 @@ from serving.loader_check import check_export
 from tests.conftest import small_config
 from trainer import data as data_lib
 from trainer import selection
+from trainer import thresholds as th
 from trainer.thresholds import cross_fitted_decisions, fold_of
 
 AUTO = {"family": "auto"}
@@ -63,21 +64,35 @@ def test_auto_trains_every_candidate_and_chooses_by_the_rule_on_validation(auto_
     _, cfg = auto_run
     chosen_file = os.path.join(cfg.model_dir, "selection.json")
     saved = json.load(open(chosen_file))
-    assert saved["split"] == "validation" and saved["rule"] == "mean_f1"
+    assert saved["split"] == "validation" and saved["rule"] == "sum_f1"
     assert [c["name"] for c in saved["candidates"]] == ["tfidf_mlp", "cnn"]
     assert all(c["status"] == "trained" for c in saved["candidates"])
-    names = {(o["name"], o["policy"]) for o in saved["options"]}
-    for option in ("tfidf_mlp", "cnn", "ensemble(tfidf_mlp + cnn)"):
-        assert {(option, "global"), (option, "per_label")} <= names
-    for o in saved["options"]:
-        assert o["score"] == pytest.approx((o["micro_f1"] + o["macro_f1"]) / 2)
-    best = max(o["score"] for o in saved["options"])
-    chosen = [o for o in saved["options"] if o["name"] == saved["chosen"]["name"]]
-    assert any(o["policy"] == saved["chosen"]["policy"] and o["score"] == best for o in chosen)
+    options = saved["options"]
+    names = [(o["name"], o["policy"]) for o in options]
+    policies = ["global", "bucket", "bucket_per_label"]
+    assert names == [
+        (option, policy)
+        for option in ("tfidf_mlp", "cnn", "ensemble(tfidf_mlp + cnn)")
+        for policy in policies
+    ]
+    for o in options:
+        assert o["score"] == pytest.approx(o["micro_f1"] + o["macro_f1"])
+    # The rule: within the tolerance of the best, the simplest policy, then the earliest.
+    best = max(o["score"] for o in options)
+    close = [
+        (policies.index(o["policy"]), i)
+        for i, o in enumerate(options)
+        if o["score"] >= best - saved["tolerance"] - 1e-12
+    ]
+    expected = options[min(close)[1]]
+    assert (saved["chosen"]["name"], saved["chosen"]["policy"]) == (
+        expected["name"],
+        expected["policy"],
+    )
     thresholds = json.load(open(os.path.join(cfg.model_dir, "thresholds.json")))
     assert thresholds["split"] == "validation"
     assert thresholds["policy"] == saved["chosen"]["policy"]
-    assert "chosen" in saved["table"] or "<-" in saved["table"]
+    assert "<-" in saved["table"]
 
 
 def test_the_choice_exports_as_one_model_that_tf_serving_loads(auto_run):
@@ -146,29 +161,69 @@ def test_the_budget_stops_a_candidate_and_skips_the_rest(preprocessed):
     assert saved["chosen"]["name"] == "tfidf_mlp"
 
 
-def test_cross_fitting_never_judges_thresholds_on_their_own_documents():
+@pytest.mark.parametrize("policy", ["global", "bucket", "bucket_per_label", "per_label"])
+def test_cross_fitting_never_judges_thresholds_on_their_own_documents(policy):
     rng = np.random.default_rng(0)
     y = (rng.random((200, 5)) < 0.2).astype(np.int32)
     scores = np.clip(y * 0.6 + rng.random((200, 5)) * 0.5, 0, 1).astype(np.float32)
+    counts = np.array([400, 100, 30, 5, 1])
     cfg = Config()
-    folds = fold_of(200, 2, cfg.training.seed)
+    folds = fold_of(200, 2, 7)
     assert sorted(np.bincount(folds)) == [100, 100]
-    pred = cross_fitted_decisions("per_label", y, scores, cfg, 2)
+    pred = cross_fitted_decisions(policy, y, scores, cfg, counts, 2, 7)
     assert pred.shape == y.shape and 0 < pred.sum() < pred.size
     # Changing the labels of fold 0 cannot change fold 0's decisions (only fold 1's).
     y2 = y.copy()
     y2[folds == 0] = 1 - y2[folds == 0]
-    pred2 = cross_fitted_decisions("per_label", y2, scores, cfg, 2)
-    np.testing.assert_array_equal(pred[folds == 0] == pred2[folds == 0], True)
+    pred2 = cross_fitted_decisions(policy, y2, scores, cfg, counts, 2, 7)
+    np.testing.assert_array_equal(pred[folds == 0], pred2[folds == 0])
     assert not np.array_equal(pred[folds == 1], pred2[folds == 1])
 
 
-def test_choose_prefers_the_earlier_option_on_ties():
-    a = selection.Option((("tfidf_mlp", 1.0),), "global", 0.5, 0.3, 0.4)
-    b = selection.Option((("cnn", 1.0),), "global", 0.3, 0.5, 0.4)
-    c = selection.Option((("cnn", 1.0),), "per_label", 0.3, 0.4, 0.35)
-    assert selection.choose([a, b, c]) is a
-    assert selection.choose([c, b, a]) is b
+def test_frequency_buckets_and_their_thresholds():
+    assert th.frequency_buckets([0, 1, 2, 3, 6, 7, 1022, 1023, 10**6]).tolist() == [
+        1,
+        1,
+        1,
+        2,
+        2,
+        3,
+        9,
+        10,
+        10,
+    ]
+    grid = np.array([0.2, 0.5, 0.8])
+    # Label A is best at 0.2 alone, label B at 0.8; pooled in one bucket, 0.2 wins.
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0]])
+    s = np.array([[0.3, 0.6], [0.6, 0.1], [0.1, 0.9], [0.1, 0.85], [0.1, 0.3]])
+    tp, fp, pos = th.grid_counts(y, s, grid)
+    assert tp.tolist() == [[2, 2], [1, 2], [0, 2]] and fp.tolist() == [[0, 2], [0, 1], [0, 0]]
+    pooled = th.bucket_thresholds(tp, fp, pos, grid, np.array([3, 3]), fallback=0.5)
+    assert pooled.tolist() == [0.2, 0.2]
+    alone = th.bucket_thresholds(tp, fp, pos, grid, np.array([3, 4]), fallback=0.5)
+    assert alone.tolist() == [0.2, 0.8]
+    # Shrunk per-label: (n * t_label + 10 * t_bucket) / (n + 10), n validation positives.
+    tuned = th.per_label_from(tp, fp, pos, grid, np.array([0.5, 0.5]), 2, th.SHRINK)
+    assert tuned == pytest.approx([(2 * 0.2 + 5) / 12, (2 * 0.8 + 5) / 12])
+    assert th.per_label_from(tp, fp, pos, grid, np.array([0.5, 0.5]), 3, th.SHRINK).tolist() == [
+        0.5,
+        0.5,
+    ]  # too few positives: the base threshold stays
+
+
+def test_choose_takes_the_simplest_policy_then_the_cheapest_within_the_tolerance():
+    def option(name, policy, score):
+        return selection.Option(((name, 1.0),), policy, score / 2, score / 2, score)
+
+    mlp_global = option("tfidf_mlp", "global", 1.000)
+    mlp_bucket = option("tfidf_mlp", "bucket", 1.020)
+    cnn_bucket = option("cnn", "bucket", 1.025)
+    cnn_bkpl = option("cnn", "bucket_per_label", 1.030)
+    options = [mlp_global, mlp_bucket, cnn_bucket, cnn_bkpl]
+    assert selection.choose(options, 0.0) is cnn_bkpl  # no tolerance: the best
+    assert selection.choose(options, 0.01) is mlp_bucket  # simpler policy, cheaper member
+    assert selection.choose(options, 0.05) is mlp_global
+    assert selection.choose([cnn_bucket, mlp_bucket], 0.01) is cnn_bucket  # order = cost
 
 
 @pytest.mark.parametrize(
@@ -177,6 +232,7 @@ def test_choose_prefers_the_earlier_option_on_ties():
         ({"selection": {"candidates": ["svm"]}}, "selection.candidates[0]"),
         ({"selection": {"folds": 1}}, "selection.folds"),
         ({"selection": {"threshold_policies": ["magic"]}}, "selection.threshold_policies[0]"),
+        ({"selection": {"tolerance": -1}}, "selection.tolerance"),
         ({"training": {"budget_minutes": 0}}, "training.budget_minutes"),
     ],
 )

@@ -67,10 +67,10 @@ class TrainingLoop:
         sample_weights: Optional ``f(y_true)`` -> per-example weights
             (`trainer.losses.BalancedSampleWeights`), applied to the
             training loss only.
-        deadline: ``time.monotonic()`` after which training stops at the end
-            of the current epoch, keeping its best weights (the time budget
-            of ``model.family: auto``); None: no limit. Every worker stops
-            when any worker's clock has passed it.
+        deadline: ``time.monotonic()`` by which training must end (the time
+            budget of ``model.family: auto``): after an epoch, it stops with
+            its best weights when another epoch as long would end past it;
+            None: no limit. Every worker stops when any worker's clock says so.
     """
 
     def __init__(
@@ -136,7 +136,7 @@ class TrainingLoop:
                 best.assign(w.value)
         if decision.stop:
             self.state.stopped.assign(True)
-        elif self._past_deadline():
+        elif self._next_epoch_misses_deadline(seconds):
             log.info(
                 "epoch %d: the time budget is spent; stopping with the best weights", epoch + 1
             )
@@ -149,11 +149,15 @@ class TrainingLoop:
         self.reporter.end_epoch(epoch, logs, history, seconds, steps, decision.improved)
         return logs
 
-    def _past_deadline(self) -> bool:
-        """Whether any worker's clock has passed the deadline (agreed by an all-reduce)."""
+    def _next_epoch_misses_deadline(self, epoch_seconds: float) -> bool:
+        """Whether another epoch as long as the last would end past the deadline.
+
+        Any worker's clock decides for all (an all-reduce), so every worker
+        stops after the same epoch.
+        """
         if self.deadline is None:
             return False
-        late = tf.constant(float(time.monotonic() > self.deadline))
+        late = tf.constant(float(time.monotonic() + epoch_seconds > self.deadline))
         if self.role.num_workers <= 1:
             return bool(late.numpy())
         return bool(self._replicas_late(late).numpy() > 0)

@@ -10,16 +10,23 @@ default cannot be one family tuned on one corpus. Instead, within
    which saves its validation scores;
 2. every option is scored on the VALIDATION split: each candidate alone
    and, with ``selection.ensemble``, the average of all trained candidates'
-   scores, each under each threshold policy (``global``, ``per_label``);
-   decisions are cross-fitted over ``selection.folds`` folds (thresholds
-   tuned on the other folds), so no option is judged on documents its
-   thresholds were tuned on;
-3. the option with the best ``selection.rule`` (by default the mean of
-   micro- and macro-F1) wins (ties: the earlier, cheaper option); its
-   thresholds are tuned on the whole validation split and written to
-   ``model/thresholds.json``, the table of every option to
-   ``model/selection.json``, and the export serves the winner as one graph
-   (`trainer.members`). The test split is never read.
+   scores, each under each threshold policy (``global``, ``bucket``,
+   ``bucket_per_label``: `trainer.thresholds`); decisions are cross-fitted
+   over ``selection.folds`` folds and ``selection.repeats`` shuffles
+   (thresholds tuned on the other folds), so no option is judged on
+   documents its thresholds were tuned on;
+3. the best ``selection.rule`` score (micro-F1 + macro-F1) is found; among
+   the options within ``selection.tolerance`` of it (a validation split
+   cannot tell them apart) the simplest threshold policy wins, then the
+   cheapest candidate; its thresholds are tuned on the whole validation
+   split and written to ``model/thresholds.json``, the table of every
+   option to ``model/selection.json``, and the export serves the winner as
+   one graph (`trainer.members`). The test split is never read.
+
+The recipe (candidates, policies, rule) was measured on Reuters, a real
+corpus of Debian package descriptions with their debtags (588 labels, short
+texts) and two synthetic shapes against TF-IDF + LinearSVC and fastText:
+see ``bench/research/FINDINGS.md`` and ``bench/quality.py``.
 
 A finished candidate whose config has not changed is reused, so a killed
 ``doctags train`` resumes with the candidate it was training.
@@ -41,6 +48,7 @@ from doctags_core import data_files
 from doctags_core.atomic_files import atomic_write_json, remove_leftovers
 from doctags_core.candidates import CANDIDATES
 from doctags_core.config import (
+    THRESHOLD_POLICIES,
     Config,
     config_from_dict,
     config_to_dict,
@@ -58,7 +66,7 @@ from trainer.outputs import (
     VALIDATION_SCORES_FILE,
     model_path,
 )
-from trainer.thresholds import cross_fitted_decisions, fit_thresholds
+from trainer.thresholds import cross_fitted_f1, policy_thresholds
 from trainer.train import TrainResult, start_strategy, train_one
 
 log = logging.getLogger(__name__)
@@ -164,7 +172,7 @@ def _rule_score(rule: str, micro: float, macro: float) -> float:
         return micro
     if rule == "macro_f1":
         return macro
-    return (micro + macro) / 2
+    return micro + macro
 
 
 def member_sets(trained: list[Candidate], ensemble: bool) -> list[tuple[tuple[str, float], ...]]:
@@ -180,7 +188,7 @@ def combined_scores(members, by_name: dict[str, Candidate]) -> np.ndarray:
     return sum(weight * by_name[name].scores for name, weight in members)
 
 
-def score_options(cfg: Config, trained: list[Candidate]) -> list[Option]:
+def score_options(cfg: Config, trained: list[Candidate], train_counts) -> list[Option]:
     """Every option's cross-fitted validation micro- and macro-F1 and rule score.
 
     Raises:
@@ -197,16 +205,23 @@ def score_options(cfg: Config, trained: list[Candidate]) -> list[Option]:
     for members in member_sets(trained, s.ensemble):
         scores = combined_scores(members, by_name)
         for policy in s.threshold_policies:
-            pred = cross_fitted_decisions(policy, y, scores, cfg, s.folds)
-            m = summary_metrics(y, pred)
-            score = _rule_score(s.rule, m["micro_f1"], m["macro_f1"])
-            options.append(Option(members, policy, m["micro_f1"], m["macro_f1"], score))
+            micro, macro = cross_fitted_f1(policy, y, scores, cfg, train_counts, s.folds, s.repeats)
+            options.append(Option(members, policy, micro, macro, _rule_score(s.rule, micro, macro)))
     return options
 
 
-def choose(options: list[Option]) -> Option:
-    """The best rule score; ties go to the earlier (simpler, cheaper) option."""
-    return max(enumerate(options), key=lambda io: (io[1].score, -io[0]))[1]
+def choose(options: list[Option], tolerance: float = 0.0) -> Option:
+    """The simplest option within ``tolerance`` of the best score.
+
+    Simplest: the threshold policy with fewest parameters first (the order
+    of `doctags_core.config.THRESHOLD_POLICIES`), then the earliest member
+    set (cheaper candidates before later ones, a candidate before the
+    ensemble). Scores closer than the noise of a validation split say
+    nothing about which generalises better; fewer tuned parameters do.
+    """
+    best = max(o.score for o in options)
+    close = [(i, o) for i, o in enumerate(options) if o.score >= best - tolerance - 1e-12]
+    return min(close, key=lambda io: (THRESHOLD_POLICIES.index(io[1].policy), io[0]))[1]
 
 
 def selection_table(options: list[Option], chosen: Option, candidates: list[Candidate]) -> str:
@@ -236,7 +251,12 @@ def selection_table(options: list[Option], chosen: Option, candidates: list[Cand
 
 
 def write_choice(
-    cfg: Config, options: list[Option], chosen: Option, candidates: list[Candidate], table: str
+    cfg: Config,
+    options: list[Option],
+    chosen: Option,
+    candidates: list[Candidate],
+    table: str,
+    train_counts,
 ) -> tuple[float, dict]:
     """Thresholds of the winner (tuned on all of validation), selection.json, config.
 
@@ -247,7 +267,7 @@ def write_choice(
     """
     by_name = {c.name: c for c in candidates}
     y, scores = by_name[chosen.members[0][0]].y, combined_scores(chosen.members, by_name)
-    best, per_label = fit_thresholds(chosen.policy, y, scores, cfg)
+    best, per_label = policy_thresholds(chosen.policy, y, scores, cfg, train_counts)
     labels = data_files.load_labels(cfg.data_dir)
     thresholds = {
         "threshold": best,
@@ -256,7 +276,7 @@ def write_choice(
         "policy": chosen.policy,
         "always_top1": cfg.threshold.always_top1,
     }
-    if chosen.policy == "per_label":
+    if chosen.policy != "global":
         thresholds["per_label"] = dict(zip(labels, (float(t) for t in per_label)))
         thresholds["min_positives"] = cfg.threshold.min_positives
     tf.io.gfile.makedirs(cfg.model_dir)
@@ -273,7 +293,9 @@ def write_choice(
     selection = {
         "split": "validation",
         "rule": cfg.selection.rule,
+        "tolerance": cfg.selection.tolerance,
         "folds": cfg.selection.folds,
+        "repeats": cfg.selection.repeats,
         "budget_minutes": cfg.training.budget_minutes,
         "chosen": {"name": chosen.name, "policy": chosen.policy, "members": members},
         "options": [{**dataclasses.asdict(o), "name": o.name} for o in options],
@@ -300,11 +322,13 @@ def train_auto(cfg: Config, on_step: Callable | None = None) -> TrainResult:
     if not role.is_chief:
         return TrainResult("", float("nan"), {}, epochs, time.time() - started, chief=False)
     trained = [c for c in candidates if c.scores is not None]
-    options = score_options(cfg, trained)
-    chosen = choose(options)
+    labels = data_files.load_labels(cfg.data_dir)
+    train_counts, _ = data_files.load_label_counts(cfg.data_dir, labels)
+    options = score_options(cfg, trained, train_counts)
+    chosen = choose(options, cfg.selection.tolerance)
     table = selection_table(options, chosen, candidates)
     print(f"model selection on the validation split ({cfg.selection.rule}):\n{table}", flush=True)
-    best, metrics = write_choice(cfg, options, chosen, candidates, table)
+    best, metrics = write_choice(cfg, options, chosen, candidates, table, train_counts)
     seconds = time.time() - started
     summary = {
         "family": "auto",
