@@ -1,13 +1,17 @@
 """The ``doctags`` command line: thin parsing over the stages' library functions.
 
-doctags preprocess --config C [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
+doctags preprocess --config C [--strict] [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
 doctags train      --config C
 doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
 doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
-doctags run        --config C     (all of the above, in order)
+doctags run        --config C [--strict]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
+
+Exit status: 0 done; 1 failed; 2 a config, input or data-folder problem found
+before any work (the message names the key or the file); 3 the data report
+rejected the preprocessed data (nothing published, the previous dataset kept).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import yaml  # noqa: E402
 
 from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
+from doctags_core.data_checks import DataRejected, format_report  # noqa: E402
+from doctags_core.data_files import DataError  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 
 log = logging.getLogger("doctags")
@@ -53,11 +59,14 @@ def _config(args) -> Config:
 
 
 def cmd_preprocess(cfg: Config, args) -> dict:
-    """Runs the Beam job and prints its summary."""
+    """Runs the Beam job, prints its summary and the data report."""
     from beam_preprocess.pipeline import run_preprocess
+    from doctags_core.data_files import read_report
 
     started = time.time()
-    metadata = run_preprocess(cfg, args.beam_args)
+    metadata = run_preprocess(
+        cfg, args.beam_args, strict=args.strict, terminal=getattr(args, "terminal", None)
+    )
     docs, dead = metadata["documents"], metadata["dead_letter"]
     print(
         f"preprocess: {metadata['records_read']} records read in {time.time() - started:.1f}s: "
@@ -66,8 +75,11 @@ def cmd_preprocess(cfg: Config, args) -> dict:
     )
     print(
         f"  vocabulary {metadata['vocabulary_size']} tokens, "
-        f"{metadata['label_vocabulary_size']} labels -> {cfg.data_dir}"
+        f"{metadata['label_vocabulary_size']} labels -> {cfg.data_dir} (run {metadata['run_id']})"
     )
+    report = read_report(cfg.data_dir)
+    if report is not None and report["findings"]:
+        print(format_report(report, args.strict))
     return metadata
 
 
@@ -262,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config("preprocess", "Beam job: raw documents -> TFRecords + vocabularies")
+    strict_help = "treat data-report warnings as errors (the dataset is then not published)"
+    p = with_config("preprocess", "Beam job: raw documents -> TFRecords + vocabularies")
+    p.add_argument("--strict", action="store_true", help=strict_help)
     with_config("train", "train under MirroredStrategy and pick the threshold")
     p = with_config("export", "write the raw-string SavedModel")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -270,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="SavedModel (default: the config's export)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p = with_config("run", "preprocess, train, export and evaluate")
+    p.add_argument("--strict", action="store_true", help=strict_help)
     p = sub.add_parser("predict", help="tag raw texts with an exported model or a server")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", help="SavedModel version dir or base path")
@@ -377,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    return _run_command(args)
+
+
+def _run_command(args) -> int:
     try:
         if args.command == "predict":
             cmd_predict(args)
@@ -387,9 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as e:
         print(f"doctags {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except DataRejected as e:
+        print(f"doctags {args.command}: {e}", file=sys.stderr)
+        return 3
     except ServingError as e:
         print(f"doctags {args.command}: server error: {e}", file=sys.stderr)
         return 1

@@ -254,8 +254,14 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     Args:
         cfg: The experiment config.
         on_step: Optional ``f(epoch, step)`` called after every training step.
+
+    Raises:
+        doctags_core.data_files.DataError: the data folder is not one
+            complete preprocess run (`data_files.check_dataset`).
     """
     configure_logical_cpus(cfg.training.logical_cpu_devices)
+    # Refuse a data folder that mixes preprocess runs (before any TF op).
+    data_files.check_dataset(cfg.data_dir)
     role = tf_config.current()
     # First TensorFlow work of the process: a multi-worker strategy must be
     # created before any op runs.
