@@ -1,5 +1,6 @@
 """The ``doctags`` command line: thin parsing over the stages' library functions.
 
+doctags [-v] COMMAND ...   (-v: also the libraries' logs: Beam, TensorFlow, absl, CUDA probing)
 doctags preprocess --config C [--strict] [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
 doctags train      --config C
 doctags export     --config C [--overwrite]
@@ -23,6 +24,8 @@ import logging
 import os
 import sys
 import time
+
+from doctags import console
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -259,7 +262,12 @@ def cmd_run(cfg: Config, args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="doctags", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, with the libraries' logs (Beam, TensorFlow, absl, CUDA probing)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -380,7 +388,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``doctags`` console script."""
+    """Entry point of the ``doctags`` console script.
+
+    Args:
+        argv: The arguments; None reads the command line, and then (a real
+            process of its own, not a caller's) native library logs are
+            filtered from stderr too unless ``-v`` (`console.NativeLogFilter`).
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args: list[str] = []
     if "--" in argv:  # everything after -- goes to Beam untouched
@@ -388,11 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         argv, beam_args = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.beam_args = beam_args
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return _run_command(args)
+    args.terminal = console.stderr_is_terminal()
+    console.set_native_log_level(args.verbose)
+    console.configure_logging(args.verbose)
+    native = console.NativeLogFilter() if own_process and not args.verbose else None
+    try:
+        return _run_command(args)
+    finally:
+        if native is not None:
+            native.close()
 
 
 def _run_command(args) -> int:
