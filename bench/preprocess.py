@@ -179,6 +179,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-seeds", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the doctags runs (doctags preprocess --set)",
+    )
     parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
 
@@ -199,6 +206,7 @@ def main() -> int:
                 "preprocess",
                 "--config",
                 config,
+                *[arg for pair in args.set for arg in ("--set", pair)],
                 "--",
                 "--runner=DirectRunner",
             ]
@@ -216,7 +224,8 @@ def main() -> int:
             rows.append(
                 {
                     "documents": n,
-                    "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})",
+                    "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})"
+                    + "".join(f", {pair}" for pair in args.set),
                     "seconds": wall,
                     "cpu_seconds": cpu,
                     "docs_per_s": n / wall,
