@@ -5,8 +5,9 @@
     #    dist/beam_worker_src/setup.py   (the same package as a source tree)
 
 Dataflow, Flink and Spark workers unpickle the pipeline's DoFns, which
-import `beam_preprocess` and `doctags_core`; nothing else of doctags
-(trainer, serving, the CLI) runs there. Pass the wheel with
+import `beam_preprocess` and `doctags_core` (batch tagging's workers run
+`doctags_core.beam_tagging` only); nothing else of doctags (trainer,
+serving, the CLI) runs there. Pass the wheel with
 ``--extra_package dist/doctags_beam_worker-VERSION-py3-none-any.whl``, or the
 source tree with ``--setup_file dist/beam_worker_src/setup.py`` (Beam
 requires that file to be named ``setup.py``; the project's own pyproject

@@ -10,13 +10,30 @@ other on the same files and the same cores:
   ``direct_running_mode``s), TFRecords, vocabularies and metadata written;
 * ``seeds``: the seeds' approach: per document, Python ``re`` + BeautifulSoup
   cleaning, an in-memory ``Counter`` word count, cleaned texts kept in a
-  list (what the seeds fed their vectorizer); nothing written.
+  list (what the seeds fed their vectorizer); nothing written;
+* ``tf.Transform``: the job a user would write with TensorFlow Transform
+  instead (``bench/tft_peer.py``: the same cleaning function, a
+  ``compute_and_apply_vocabulary`` with the same size and threshold,
+  ``AnalyzeAndTransformDataset``, transformed TFRecords written), run by the
+  Python of its own virtualenv, which the bench builds on first use
+  (``--tft-venv``, default ``~/.cache/doctags-bench/tft-venv``;
+  ``TFT_REQUIREMENTS``, ~2.9 GB, a few minutes): tf.Transform is never a
+  doctags dependency. ``--no-tft`` skips it. Its output is read back
+  afterwards (records per split, vocabulary, overlap with doctags'
+  ``vocab.txt``), outside the measurement.
 
 Each runs in its own process; peak RSS is the sum over its process tree
 (workers included), sampled every 0.25 s. Wall time includes start-up
 (imports, pipeline construction), so documents/s is end to end. Prints one
-table with doctags/seeds throughput ratios. The machine load average is
+table with throughput ratios against the seeds (documents/s) and against
+tf.Transform (documents per CPU-second). The machine load average is
 printed too: on a shared machine, compare rows of the same run only.
+
+Runners: ``doctags preprocess`` is run as shipped, ``--runner=DirectRunner``
+(in Beam 2.77 the SwitchingDirectRunner: it tries the Prism runner, which
+needs to download a binary, and without network falls back to the
+in-process FnApiRunner); the tf.Transform peer names ``FnApiRunner``
+directly. Both end up on the FnApiRunner, ``in_memory``.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +147,157 @@ def run_measured(cmd: list[str], env=None) -> tuple[float, float, float, int, st
     return wall, cpu, peak / 2**20, proc.returncode, text
 
 
+# ---------------------------------------------------------------- tf.Transform peer
+# Its own environment, never a doctags dependency. tensorflow-transform 1.21.0
+# resolves to these TensorFlow and Beam releases, the ones doctags pins; naming
+# them keeps a later resolver from moving the peer to other versions.
+TFT_REQUIREMENTS = ("tensorflow-transform==1.21.0", "tensorflow==2.21.0", "apache-beam==2.77.0")
+TFT_PEER = os.path.join(REPO, "bench", "tft_peer.py")
+
+
+def default_tft_venv() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "doctags-bench", "tft-venv")
+
+
+def ensure_tft_venv(path: str) -> str:
+    """The Python of a virtualenv holding `TFT_REQUIREMENTS`, built if missing.
+
+    A marker file records what was installed; a venv built for other
+    requirements (or left half-built) is rebuilt from scratch.
+    """
+    python = os.path.join(path, "bin", "python")
+    marker = os.path.join(path, "doctags-bench-requirements.txt")
+    wanted = "\n".join(TFT_REQUIREMENTS) + "\n"
+    if os.path.exists(marker) and os.path.exists(python):
+        with open(marker) as f:
+            if f.read() == wanted:
+                return python
+    print(f"building the tf.Transform venv at {path}: {' '.join(TFT_REQUIREMENTS)}", flush=True)
+    started = time.perf_counter()
+    shutil.rmtree(path, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)  # not this venv's interpreter
+    subprocess.run([base, "-m", "venv", path], check=True)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *TFT_REQUIREMENTS],
+        capture_output=True,
+        text=True,
+    )
+    if install.returncode != 0:
+        print(install.stdout[-3000:], install.stderr[-3000:])
+        raise SystemExit(f"pip install into {path} failed ({install.returncode})")
+    with open(marker, "w") as f:
+        f.write(wanted)
+    print(f"built the tf.Transform venv in {time.perf_counter() - started:.0f}s", flush=True)
+    return python
+
+
+def tft_versions(python: str) -> dict:
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+        "('tensorflow-transform', 'tensorflow', 'apache-beam', 'tfx-bsl', 'pyarrow')}))"
+    )
+    return json.loads(
+        subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+
+
+def vocab_overlap(doctags_counts: str, tft_vocab: str) -> dict:
+    """How far the two vocabularies agree (a check that the jobs are comparable).
+
+    Both keep the ``vocab_size`` most frequent train tokens but break ties in
+    count differently (doctags: token ascending, tf.Transform: descending), so
+    they may differ only among the tokens with the smallest kept count: every
+    token counted more often must be in both.
+    """
+    with open(doctags_counts, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f.readlines()[1:]]
+    ours = [token for token, _, _ in rows]
+    with open(tft_vocab, encoding="utf-8") as f:
+        theirs = f.read().splitlines()
+    tie_count = min(int(n) for _, n, _ in rows)
+    above = [token for token, n, _ in rows if int(n) > tie_count]
+    return {
+        "doctags": len(ours),
+        "tft": len(theirs),
+        "common": len(set(ours) & set(theirs)),
+        "smallest_count": tie_count,
+        "above_smallest": len(above),
+        "above_smallest_same_set": set(above) == set(theirs[: len(above)]),
+    }
+
+
+def run_tft_peer(python: str, args, n: int, pattern: str, checks: list) -> dict:
+    """Runs the tf.Transform peer on the corpus, measured; then reads its output back."""
+    from doctags_core.config import load_config
+
+    mode = args.modes.split(",")[0]
+    cfg = load_config(os.path.join(args.workdir, f"bench-{n}-{mode}.yaml"), check_inputs=False)
+    out_dir = os.path.join(args.workdir, f"tft-{n}")
+    cmd = [
+        python,
+        TFT_PEER,
+        "--input",
+        pattern,
+        "--output-dir",
+        out_dir,
+        "--text-fields",
+        ",".join(cfg.data.text_fields),
+        "--steps",
+        ",".join(cfg.cleaning.steps),
+        "--vocab-size",
+        str(cfg.preprocess.vocab_size),
+        "--min-count",
+        str(cfg.preprocess.min_count),
+        "--validation-fraction",
+        str(cfg.data.validation_fraction),
+        "--test-fraction",
+        str(cfg.data.test_fraction),
+        f"--runner={args.tft_runner}",
+    ]
+    before = load()
+    wall, cpu, rss, code, out = run_measured(cmd)
+    with open(os.path.join(args.workdir, f"tft-{n}.log"), "w") as f:
+        f.write(out)
+    if code != 0:
+        print(out[-3000:])
+        raise SystemExit(f"tf.Transform peer failed ({code})")
+    summary = json.loads(out.strip().splitlines()[-1])
+    prism = [line for line in out.splitlines() if "Prism" in line]
+    assert summary["documents"] == n, summary
+    check = subprocess.run(
+        [python, TFT_PEER, "--check", "--output-dir", out_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    readback = json.loads(check.stdout.strip().splitlines()[-1])
+    assert readback["records"] == summary["written"], (readback["records"], summary["written"])
+    entry = {"documents": n, "tft_run": summary, "tft_readback": readback, "prism_lines": prism}
+    doctags_meta = os.path.join(args.workdir, f"run-{n}-{mode}", "data", "metadata.json")
+    if os.path.exists(doctags_meta):
+        with open(doctags_meta) as f:
+            meta = json.load(f)
+        entry["doctags_documents"] = {s: meta["documents"][s] for s in summary["written"]}
+        entry["vocab_overlap"] = vocab_overlap(
+            os.path.join(os.path.dirname(doctags_meta), "vocab_counts.tsv"),
+            readback["token_vocabulary_file"],
+        )
+    checks.append(entry)
+    print(json.dumps(entry), flush=True)
+    return {
+        "documents": n,
+        "system": f"tf.Transform {summary['versions']['tensorflow-transform']} "
+        f"({summary['runner']}, in_memory)",
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "docs_per_s": summary["documents"] / wall,
+        "peak_rss_mib": rss,
+        "load": f"{before} -> {load()}",
+        "written": summary["documents"],
+    }
+
+
 def ensure_corpus(workdir: str, n: int, seed: int) -> str:
     from doctags_core import synth
 
@@ -178,6 +347,17 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-seeds", action="store_true")
+    parser.add_argument("--no-tft", action="store_true", help="skip the tf.Transform peer")
+    parser.add_argument(
+        "--tft-venv",
+        default=os.environ.get("DOCTAGS_TFT_VENV") or default_tft_venv(),
+        help="virtualenv of the tf.Transform peer (built if missing; env DOCTAGS_TFT_VENV)",
+    )
+    parser.add_argument(
+        "--tft-runner",
+        default="FnApiRunner",
+        help="Beam runner of the tf.Transform peer (DirectRunner would try Prism first)",
+    )
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument(
         "--set",
@@ -195,6 +375,11 @@ def main() -> int:
 
     os.makedirs(args.workdir, exist_ok=True)
     rows = []
+    checks = []
+    tft_python = None
+    if not args.no_tft:
+        tft_python = ensure_tft_venv(args.tft_venv)
+        print(f"tf.Transform peer: {tft_python} {json.dumps(tft_versions(tft_python))}")
     print(f"machine: {os.cpu_count()} cores, load average {load()} (shared with other jobs)")
     for n in args.documents:
         pattern = ensure_corpus(args.workdir, n, args.seed)
@@ -232,6 +417,12 @@ def main() -> int:
                     "peak_rss_mib": rss,
                     "load": f"{before} -> {load()}",
                     "written": written,
+                    # Which runner ran: DirectRunner tries Prism first (see module doc).
+                    "runner_log": [
+                        line.split(": ", 1)[-1][:160]
+                        for line in out.splitlines()
+                        if "PrismRunner" in line or "Falling back" in line
+                    ],
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -256,29 +447,61 @@ def main() -> int:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+        if tft_python:
+            rows.append(run_tft_peer(tft_python, args, n, pattern, checks))
+            print(json.dumps(rows[-1]), flush=True)
 
     print()
     print(
         "| documents | system | wall s | documents/s | vs seeds | CPU s | docs per CPU-s "
-        "| peak RSS MiB | load avg before -> after |"
+        "| vs tf.Transform (per CPU-s) | peak RSS MiB | load avg before -> after |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+    def peer(row, prefix):
+        same = [r for r in rows if r["documents"] == row["documents"]]
+        return next((r for r in same if r["system"].startswith(prefix)), None)
+
     for row in rows:
-        seeds = [
-            r
-            for r in rows
-            if r["documents"] == row["documents"] and r["system"].startswith("seeds")
-        ]
-        ratio = f"{row['docs_per_s'] / seeds[0]['docs_per_s']:.1f}x" if seeds else "-"
+        seeds, tft = peer(row, "seeds"), peer(row, "tf.Transform")
+        per_cpu = row["documents"] / row["cpu_seconds"]
+        vs_seeds = f"{row['docs_per_s'] / seeds['docs_per_s']:.1f}x" if seeds else "-"
+        vs_tft = f"{per_cpu / (tft['documents'] / tft['cpu_seconds']):.1f}x" if tft else "-"
         print(
             f"| {row['documents']:,} | {row['system']} | {row['seconds']:.1f} | "
-            f"{row['docs_per_s']:,.0f} | {ratio} | {row['cpu_seconds']:.0f} | "
-            f"{row['documents'] / row['cpu_seconds']:,.0f} | {row['peak_rss_mib']:,.0f} | "
-            f"{row['load']} |"
+            f"{row['docs_per_s']:,.0f} | {vs_seeds} | {row['cpu_seconds']:.0f} | "
+            f"{per_cpu:,.0f} | {vs_tft} | {row['peak_rss_mib']:,.0f} | {row['load']} |"
         )
+    for row in rows:
+        if row.get("runner_log"):
+            print(f"\n{row['system']} at {row['documents']:,}, runner log:")
+            for line in row["runner_log"]:
+                print(f"  {line}")
+    for entry in checks:
+        back, run = entry["tft_readback"], entry["tft_run"]
+        print(
+            f"\ntf.Transform at {entry['documents']:,}: records written {back['records']} "
+            f"(doctags: {entry.get('doctags_documents', '-')}), token vocabulary "
+            f"{back['token_vocabulary_size']:,} (+1 OOV bucket), labels "
+            f"{back['label_vocabulary_size']}, runner {run['runner']}, "
+            f"Prism log lines: {len(entry['prism_lines'])}"
+        )
+        print(
+            f"  time: {run['construction_seconds']:.1f}s imports + pipeline construction, "
+            f"{run['run_seconds']:.1f}s running; step time (runner's state sampler, wall): "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in run["step_seconds"].items())
+        )
+        if "vocab_overlap" in entry:
+            v = entry["vocab_overlap"]
+            print(
+                f"  vocabulary vs doctags': doctags {v['doctags']:,}, tf.Transform {v['tft']:,}, "
+                f"in both {v['common']:,}; the {v['above_smallest']:,} tokens counted more than "
+                f"{v['smallest_count']} times are the same set: {v['above_smallest_same_set']} "
+                "(ties at the smallest count are broken differently)"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"rows": rows, "tft_checks": checks}, f, indent=2)
     return 0
 
 

@@ -6,9 +6,12 @@ doctags train      --config C
 doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
 doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
+doctags predict    --model DIR --input GLOB [--input GLOB ...] --output DIR [-- BEAM_OPTIONS]
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
-doctags run        --config C [--strict]    (all of the above, in order)
+doctags run        --config C [--strict] [--overwrite]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
+doctags init       --input FILE [--out CONFIG]  (a commented config for your data)
+doctags config     --explain [KEY] [--markdown] (every config key, its default and meaning)
 
 Exit status: 0 done; 1 failed; 2 a config, input or data-folder problem found
 before any work (the message names the key or the file); 3 the data report
@@ -22,8 +25,11 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import time
+from collections.abc import Iterator
 
 from doctags import console
 
@@ -34,6 +40,8 @@ import yaml  # noqa: E402
 from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
 from doctags_core.data_checks import DataRejected, format_report  # noqa: E402
 from doctags_core.data_files import DataError  # noqa: E402
+from doctags_core.data_sample import SampleError  # noqa: E402
+from doctags_core.field_detection import DetectionError  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
 
 log = logging.getLogger("doctags")
@@ -51,6 +59,8 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 def _config(args) -> Config:
     cfg = load_config(args.config, _parse_overrides(args.set))
+    if args.command in ("export", "run"):
+        check_export_target(cfg, args.overwrite)  # in milliseconds, not after the work
     if args.command in ("train", "run"):
         # Logical devices must be set before any TensorFlow op runs. Importing
         # TensorFlow here, before the Beam job of `run`, also keeps the job's
@@ -122,11 +132,29 @@ def cmd_evaluate(cfg: Config, args) -> dict:
     return report
 
 
-def _read_inputs(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+PREDICT_BATCH = 256  # texts per model call or server request
+
+
+def _text_batches(args) -> Iterator[list[str]]:
+    """The TEXT arguments, then ``--input``'s lines, in batches; every line is one text.
+
+    The file is streamed (never read whole) and empty lines are kept, so the
+    output has exactly one row per input line.
+    """
+    if args.texts:
+        yield list(args.texts)
+    if not args.input:
+        return
+    stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with stream:
-        lines = [line.rstrip("\n") for line in stream]
-    return [line for line in lines if line.strip()]
+        batch = []
+        for line in stream:
+            batch.append(line.rstrip("\r\n"))
+            if len(batch) == PREDICT_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def format_predictions(texts: list[str], predictions, width: int = 70) -> str:
@@ -140,15 +168,8 @@ def format_predictions(texts: list[str], predictions, width: int = 70) -> str:
     return "\n".join(out)
 
 
-def cmd_predict(args) -> list:
-    """Tags texts given on the command line or in a file (one per line).
-
-    With ``--server`` the texts go to a TF Serving compatible server (REST
-    ``http://host:port`` or ``grpc://host:port``) instead of a local SavedModel.
-    """
-    texts = list(args.texts) + (_read_inputs(args.input) if args.input else [])
-    if not texts:
-        raise SystemExit("doctags predict: give TEXT arguments or --input FILE")
+def _tag_function(args):
+    """``texts -> [(tag, score), ...] per text`` for a local export or a server."""
     if args.server:
         from serving.client import connect
 
@@ -156,19 +177,69 @@ def cmd_predict(args) -> list:
             client = connect(args.server, args.model_name, args.model_version)
         except ValueError as e:
             raise SystemExit(f"doctags predict: error: {e}") from None
-        predictions = [
-            row for i in range(0, len(texts), 256) for row in client.tag(texts[i : i + 256])
-        ]
-    else:
-        from doctags_core.tagger import Tagger
+        return client.tag
+    from doctags_core.tagger import Tagger
 
-        predictions = Tagger(args.model).predict(texts)
-    if args.json:
+    return Tagger(args.model).predict
+
+
+def cmd_predict(args) -> int:
+    """Tags texts given on the command line or in a file (one per line); or a corpus.
+
+    With ``--server`` the texts go to a TF Serving compatible server (REST
+    ``http://host:port`` or ``grpc://host:port``) instead of a local SavedModel.
+    With ``--output`` the inputs are corpus globs, tagged by the Beam job of
+    `serving.batch_tagging`. Returns the number of texts tagged.
+    """
+    if args.output:
+        return cmd_batch_tag(args)
+    if args.input and len(args.input) > 1:
+        raise SystemExit("doctags predict: one --input FILE without --output (globs need --output)")
+    args.input = args.input[0] if args.input else None
+    if not args.texts and not args.input:
+        raise SystemExit("doctags predict: give TEXT arguments or --input FILE")
+    tag, count = _tag_function(args), 0
+    for texts in _text_batches(args):
+        predictions = tag(texts)
         for text, tags in zip(texts, predictions):
-            print(json.dumps({"text": text, "tags": [{"tag": t, "score": s} for t, s in tags]}))
-    else:
-        print(format_predictions(texts, predictions))
-    return predictions
+            if args.json:
+                print(json.dumps({"text": text, "tags": [{"tag": t, "score": s} for t, s in tags]}))
+            else:
+                print(format_predictions([text], [tags]))
+        count += len(texts)
+    return count
+
+
+def cmd_batch_tag(args) -> int:
+    """``predict --model DIR --input GLOB --output DIR``: the Beam job; prints its summary."""
+    from serving.batch_tagging import TaggingJob, run_tagging
+
+    if not args.model:
+        raise SystemExit("doctags predict: --output tags a corpus with --model, not --server")
+    overrides = {"text_fields": args.text_field or None, "id_field": args.id_field}
+    if args.format:
+        overrides["format"] = args.format
+    job = TaggingJob(
+        model_path=args.model,
+        input_patterns=tuple(args.input or ()),
+        output_dir=args.output,
+        with_scores=args.scores,
+        overwrite=args.overwrite,
+        data_overrides=tuple(overrides.items()),
+    )
+    if not job.input_patterns:
+        raise SystemExit("doctags predict: --output needs --input GLOB (repeatable)")
+    started = time.time()
+    summary = run_tagging(job, args.beam_args)
+    dead = summary["dead_letter"]
+    print(
+        f"predict: {summary['records_read']} records read in {time.time() - started:.1f}s, "
+        f"{summary['rows_written']} tagged, dead-letter {dead['total']} "
+        f"{dead['by_reason'] or ''} -> {args.output}".replace("  ", " ")
+    )
+    if not summary["all_records_accounted_for"]:
+        raise SystemExit("doctags predict: records read != rows written + dead letters")
+    return summary["rows_written"]
 
 
 def _serve_batching(args):
@@ -234,15 +305,80 @@ def cmd_serve(args) -> None:
     serve_forever(options)
 
 
+def _shown(path: str) -> str:
+    """A path as a person would type it here: relative under the current directory."""
+    relative = os.path.relpath(path)
+    return shlex.quote(path if relative.startswith("..") else relative)
+
+
+def _command(name: str) -> str:
+    """How to call a console script of this environment: its name if PATH finds it."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if not os.path.exists(path) or shutil.which(name) == path:
+        return name
+    return _shown(path)
+
+
+def where_everything_is(cfg: Config, export_path: str, split: str = "test") -> str:
+    """The closing lines of `doctags run`: every artifact's place and the next commands."""
+    from trainer.outputs import CANDIDATES_DIR, LOGS_DIR, MODEL_FILE
+
+    base_path = os.path.dirname(export_path)
+    if cfg.model.family == "auto":  # one model (or ensemble) chosen among candidates
+        model = (cfg.model_dir, "selection.json, thresholds.json, candidates/")
+        logs = os.path.join(cfg.model_dir, CANDIDATES_DIR)  # one run per candidate
+    else:
+        model = (os.path.join(cfg.model_dir, MODEL_FILE), "with thresholds.json, history.csv")
+        logs = os.path.join(cfg.model_dir, LOGS_DIR)
+    places = [
+        ("data", cfg.data_dir, "TFRecords, vocabularies, metadata.json, dead_letter/"),
+        ("model", *model),
+        ("TensorBoard", logs, ""),
+        ("export", export_path, "SavedModel for TF Serving"),
+        ("metrics", os.path.join(cfg.eval_dir, f"metrics_{split}.json"), ""),
+        ("report", os.path.join(cfg.eval_dir, f"report_{split}.html"), "open in a browser"),
+    ]
+    doctags = _command("doctags")
+    lines = ["where everything is:"]
+    lines += [
+        f"  {what:<12} {_shown(path)}" + (f"  ({note})" if note else "")
+        for what, path, note in places
+    ]
+    lines += [
+        "next:",
+        f"  {doctags} predict --model {_shown(base_path)} 'text to tag'",
+        f"  {doctags} predict --model {_shown(base_path)} --input texts.txt   (one text a line)",
+        f"  {doctags} predict --model {_shown(base_path)} --input 'corpus/*.jsonl' "
+        "--output tagged/   (a corpus, as a Beam job)",
+        f"  {doctags} serve --model-base-path {_shown(base_path)} --model-name "
+        f"{shlex.quote(cfg.export.model_name)}   (TF Serving's REST :8501 and gRPC :8500)",
+        f"  {_command('tensorboard')} --logdir {_shown(logs)}",
+    ]
+    return "\n".join(lines)
+
+
+def check_export_target(cfg: Config, overwrite: bool) -> None:
+    """The one rule for an existing export version, applied before any work.
+
+    Raises:
+        FileExistsError: when the version exists and ``overwrite`` is False;
+            the message names ``--overwrite`` and the next free version.
+    """
+    from doctags_core.version_publish import conflict_message
+
+    message = conflict_message(cfg.export_dir)
+    if message and not overwrite:
+        raise FileExistsError(message)
+
+
 def cmd_run(cfg: Config, args) -> dict:
-    """Preprocess -> train -> export -> evaluate -> a few predictions."""
+    """Preprocess -> train -> export -> evaluate -> a few predictions -> where things are."""
     from doctags_core.data_files import read_split
     from doctags_core.tagger import Tagger
 
     started = time.time()
     cmd_preprocess(cfg, args)
     cmd_train(cfg, args)
-    args.overwrite = True  # a re-run of the whole experiment replaces its own export
     path = cmd_export(cfg, args)
     args.model, args.split = path, "test"
     report = cmd_evaluate(cfg, args)
@@ -254,9 +390,61 @@ def cmd_run(cfg: Config, args) -> dict:
     m = report["metrics"]
     print(
         f"\ndone in {time.time() - started:.0f}s: test micro-F1 {m['micro_f1']:.4f}, "
-        f"macro-F1 {m['macro_f1']:.4f}, samples-F1 {m['samples_f1']:.4f}"
+        f"macro-F1 {m['macro_f1']:.4f}, samples-F1 {m['samples_f1']:.4f}\n"
     )
+    print(where_everything_is(cfg, path, args.split))
     return report
+
+
+def format_init(result) -> str:
+    """What `doctags init` found, in a few lines, and what to run next."""
+    p, sample = result.proposal, result.sample
+    label = p.label
+    form = (
+        f'names separated by "{label.delimiter}"'
+        if label.form == "delimited"
+        else {"list": "lists", "json_list": "JSON lists", "single": "one name each"}[label.form]
+    )
+    split = "none (the id hash splits)"
+    if p.split:
+        split = (
+            p.split.field
+            + ": "
+            + ", ".join(
+                f"{v}" + (f" -> {m}" if m and m != v else "") for v, m in p.split.meaning.items()
+            )
+        )
+    read = "all" if sample.complete else "a sample of"
+    return "\n".join(
+        [
+            f"init: read {read} {sample.scanned} records of {sample.path} ({sample.format})",
+            f"  text_fields   [{', '.join(p.text_fields)}]",
+            f"  label_field   {label.field}: {form}, {len(label.counts)} labels in the sample",
+            f"  id_field      {p.id_field or 'null (a SHA-1 of the text)'}",
+            f"  split_field   {split}",
+            f"wrote {result.path} (its comments say why, and the alternatives); check it, then:",
+            f"  {_command('doctags')} run --config {_shown(result.path)}",
+        ]
+    )
+
+
+def cmd_init(args) -> None:
+    """Writes a commented config for the data at ``--input``."""
+    from doctags_core.init_config import experiment_name, write_init_config
+
+    out = args.out or f"{experiment_name(args.input)}.yaml"
+    result = write_init_config(args.input, out, force=args.force, sample_size=args.sample)
+    print(format_init(result))
+
+
+def cmd_config(args) -> None:
+    """Prints the config reference (all keys, a section or one key), or its Markdown page."""
+    from doctags_core.config_reference import explain, markdown
+
+    if args.markdown:
+        print(markdown(), end="")
+    else:
+        print(explain(args.explain or None), end="")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p = with_config("run", "preprocess, train, export and evaluate")
     p.add_argument("--strict", action="store_true", help=strict_help)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export version")
     p = sub.add_parser("predict", help="tag raw texts with an exported model or a server")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--model", help="SavedModel version dir or base path")
@@ -302,8 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="served model name (with --server)")
     p.add_argument("--model-version", type=int, help="pin a served version (with --server)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
-    p.add_argument("--input", help="file with one text per line ('-' for stdin)")
+    p.add_argument(
+        "--input",
+        action="append",
+        help="a file with one text per line ('-' for stdin); with --output, corpus glob(s) "
+        "(JSONL, CSV, Parquet, TFRecord; repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--output", help="tag a corpus with a Beam job: JSONL shards go here")
+    p.add_argument("--scores", action="store_true", help="with --output: every label's score")
+    p.add_argument("--overwrite", action="store_true", help="with --output: replace its files")
+    p.add_argument(
+        "--text-field", action="append", help="with --output: text field(s), else the model's"
+    )
+    p.add_argument("--id-field", help="with --output: id field, else the model's")
+    p.add_argument("--format", help="with --output: jsonl, csv, parquet or tfrecord (else auto)")
     p = sub.add_parser("serve", help="serve a model base path over TF Serving's REST and gRPC APIs")
     p.add_argument("--model-base-path", required=True, help="directory of numbered versions")
     p.add_argument("--model-name", help="name in URLs (default: the base path's last part)")
@@ -348,6 +550,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout-seconds", type=float, default=60.0)
     p.add_argument("--idle-timeout-seconds", type=float, default=120.0)
     add_synth_arguments(sub.add_parser("synth", help="generate a synthetic labelled corpus"))
+    p = sub.add_parser("init", help="write a commented config for your own data")
+    p.add_argument("--input", required=True, help="a JSONL, CSV or Parquet file (gzip or not)")
+    p.add_argument("--out", help="config file to write (default: NAME.yaml here)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--sample", type=int, default=2000, help="records to look at")
+    p = sub.add_parser("config", help="explain the config keys, their defaults and meaning")
+    p.add_argument(
+        "--explain",
+        nargs="?",
+        const="",
+        default="",
+        metavar="KEY",
+        help="one key (data.label_field) or section (data); all without KEY",
+    )
+    p.add_argument("--markdown", action="store_true", help="the docs/config.md page")
     return parser
 
 
@@ -422,10 +639,21 @@ def _run_command(args) -> int:
             cmd_serve(args)
         elif args.command == "synth":
             cmd_synth(args)
+        elif args.command == "init":
+            cmd_init(args)
+        elif args.command == "config":
+            cmd_config(args)
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as e:
+    except (
+        ConfigError,
+        DataError,
+        SampleError,
+        DetectionError,
+        FileNotFoundError,
+        FileExistsError,
+    ) as e:
         print(f"doctags {args.command}: error: {e}", file=sys.stderr)
         return 2
     except DataRejected as e:

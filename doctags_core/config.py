@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from doctags_core.candidates import CANDIDATES
 from doctags_core.cleaning import CLEANING_STEPS, DEFAULT_STEPS
 from doctags_core.families import FAMILIES
 
@@ -35,22 +36,36 @@ class DataConfig:
             directory unless absolute. Several globs may be given as a list.
         format: ``jsonl``, ``csv``, ``parquet`` or ``tfrecord`` (of
             ``tf.train.Example`` with the fields below as bytes features);
-            ``auto`` picks by file extension (``.jsonl``/``.ndjson``/
-            ``.json``, ``.csv``, ``.parquet``/``.pq``,
-            ``.tfrecord``/``.tfrecords``, each optionally ``.gz``).
-        id_field: Field holding a unique document id, used for deterministic
-            splitting. ``None`` derives the id from a hash of the text.
-        text_fields: Fields joined (with a newline) into the document text.
-        label_field: Field holding the labels: a JSON list, or a string split
-            on ``label_delimiter`` with blanks stripped.
-        label_delimiter: Delimiter for string-valued labels.
-        split_field: Optional field with ``train``/``validation``/``test``.
+            ``auto`` picks by file extension (``.jsonl``, ``.ndjson``,
+            ``.json``, ``.csv``, ``.parquet``, ``.pq``, ``.tfrecord``,
+            ``.tfrecords``, each optionally ``.gz``).
+        id_field: Field holding a unique document id; a document's split is a
+            hash of its id, so every run and runner splits alike. ``null``
+            makes the id a SHA-1 of the text (identical texts then share an
+            id, hence a split). A record without the field is a dead letter.
+        text_fields: Fields joined (with a newline) into the document text,
+            e.g. ``[title, body]``; a missing or empty field is skipped.
+        label_field: Field holding the labels: a list (JSON, Parquet), a
+            string holding a JSON list (``'["a", "b"]'``), or a string split
+            on ``label_delimiter`` (``"murder, violence ,flashback"``: blanks
+            around names stripped, duplicates dropped).
+        label_delimiter: What separates label names in a string label field
+            (``","``, ``"|"``, ``";"`` ...); unused for lists.
+        split_field: Optional field naming each record's split:
+            ``train``/``training``, ``validation``/``valid``/``val``/``dev``,
+            ``test``/``testing`` (any case). Test and validation rows keep
+            their split; train rows lose ``validation_fraction`` of
+            themselves to validation; other values are dead letters
+            (``invalid_split``); records without a value are split by id.
+            ``null``: no split field, the id hash decides all three.
         validation_fraction: Share of train documents (by id hash) moved to
-            validation.
+            validation; 0 keeps train whole when the data has its own
+            validation rows.
         test_fraction: Share of documents (by id hash) used as test when the
-            data has no split field.
+            data has no split field (ignored with one).
         allow_unlabeled: Keep documents whose label list is empty (as
-            all-negative examples) instead of dead-lettering them.
+            all-negative examples, "no tag applies") instead of
+            dead-lettering them with reason ``missing_labels``.
         numeric_labels: Accept integer label values (a JSON ``[1, 2]``, a
             Parquet or TFRecord int64 list) as the label names ``"1"`` and
             ``"2"``. Off by default: numbers where names are expected are
@@ -74,7 +89,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class CleaningConfig:
-    """Ordered text-cleaning steps (see `doctags_core.cleaning`)."""
+    """Ordered text-cleaning steps (see `doctags_core.cleaning`).
+
+    Attributes:
+        steps: Steps applied in this order by the Beam job and, identically,
+            inside the exported model: ``remove_urls``, ``strip_html`` (tags
+            removed, then entities decoded), ``lowercase``,
+            ``expand_contractions``, ``drop_tokens_with_digits``,
+            ``letters_only``, ``remove_stopwords`` (English). Invalid UTF-8 is
+            replaced and whitespace folded in every case. Export refuses a
+            config whose steps differ from the data's.
+    """
 
     steps: tuple[str, ...] = DEFAULT_STEPS
 
@@ -175,7 +200,9 @@ class ModelConfig:
     """Network shape and tokenization.
 
     Attributes:
-        family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
+        family: ``auto`` (train the ``selection.candidates`` and keep what
+            does best on the validation split, see `SelectionConfig`), or one
+            family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
             attention pooling), ``transformer`` (small encoder) or
             ``tfidf_mlp`` (bag of words, IDF from the Beam document counts).
         sequence_length: Token ids per document (sequence families).
@@ -193,7 +220,7 @@ class ModelConfig:
         wordpiece_vocab_size: Target WordPiece vocabulary size.
     """
 
-    family: str = "cnn"
+    family: str = "auto"
     sequence_length: int = 300
     embedding_dim: int = 128
     hidden_units: int = 256
@@ -238,6 +265,11 @@ class TrainingConfig:
         mixed_precision: ``float32``, or ``mixed_float16`` (float16 compute,
             float32 weights and output layer, dynamic loss scaling).
         jit_compile: XLA-compile the per-replica train and eval steps.
+        budget_minutes: Wall-clock minutes ``model.family: auto`` may spend
+            training its candidates. A candidate stops after the epoch that
+            spends the budget (keeping its best weights) and later candidates
+            are skipped; the first candidate always trains at least one
+            epoch. Preprocessing, export and evaluation are not counted.
     """
 
     batch_size: int = 64
@@ -254,6 +286,7 @@ class TrainingConfig:
     checkpoint_every_steps: int = 200
     mixed_precision: str = "float32"
     jit_compile: bool = False
+    budget_minutes: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -311,8 +344,52 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How ``model.family: auto`` chooses, on the VALIDATION split only.
+
+    Attributes:
+        candidates: Candidates trained, in this order (cheapest first), from
+            `doctags_core.candidates`: ``tfidf_mlp``, ``cnn``.
+        ensemble: Also consider the average of the trained candidates'
+            scores (one exported graph, one set of thresholds).
+        threshold_policies: Threshold policies considered for each option:
+            ``global`` (one threshold for every label) and ``per_label``
+            (one per label, labels with fewer than
+            ``threshold.min_positives`` validation positives keep the
+            global one).
+        folds: Each option is scored by cross-fitting on the validation
+            split: thresholds tuned on all folds but one and applied to that
+            one, in turn, so a per-label policy is not judged on the very
+            documents it was tuned on. The chosen thresholds are then tuned
+            on the whole split.
+        rule: What the choice maximises on those cross-fitted decisions:
+            ``mean_f1`` = (micro-F1 + macro-F1) / 2, so rare labels count as
+            much as the bulk of the tags.
+    """
+
+    candidates: tuple[str, ...] = tuple(CANDIDATES)
+    ensemble: bool = True
+    threshold_policies: tuple[str, ...] = ("global", "per_label")
+    folds: int = 2
+    rule: str = "mean_f1"
+
+
+@dataclass(frozen=True)
 class ExportConfig:
-    """Where the SavedModel goes: ``base_dir/model_name/version``."""
+    """Where the SavedModel goes: ``output_dir/base_dir/model_name/version``.
+
+    Attributes:
+        model_name: The model's name: the folder TF Serving and `doctags
+            serve` are pointed at (``--model-base-path``), and the name in
+            their URLs.
+        version: The version folder written. When it already holds a
+            SavedModel, `doctags export` and `doctags run` refuse unless
+            given ``--overwrite`` (which replaces it atomically; a server
+            that loaded it keeps the old model until it restarts). Servers
+            load the highest version: raise this to roll a live server
+            forward.
+        base_dir: Folder of the exported models, relative to ``output_dir``.
+    """
 
     model_name: str = "doctags"
     version: int = 1
@@ -326,7 +403,26 @@ class Config:
     Attributes:
         name: Experiment name, used in logs.
         output_dir: Root directory for every artifact of this experiment,
-            relative to the config file's directory unless absolute.
+            relative to the config file's directory unless absolute
+            (``gs://`` for the Beam job's output on a cluster).
+        data: The input: files, format, and which fields hold the text, the
+            labels, the id and the split.
+        cleaning: The text cleaning, one list of steps shared by the Beam
+            job and the exported model.
+        preprocess: The Beam job: runner, batching, vocabulary, shards.
+        model: The network family and its sizes, and the tokenizer.
+        training: Optimisation, batch layout, devices, early stopping and
+            checkpoints.
+        loss: The training loss and sample weights for imbalanced labels.
+        threshold: How decision thresholds are chosen on the validation
+            split and baked into the export.
+        selection: How ``model.family: auto`` chooses among its candidates,
+            on the validation split.
+        export: Where the SavedModel is written, under which name and
+            version.
+        model_subdir: The trained model's directory under ``output_dir``
+            (``model``); the candidates of ``model.family: auto`` train in
+            ``model/candidates/NAME``.
     """
 
     name: str = "doctags"
@@ -338,7 +434,9 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    model_subdir: str = "model"
 
     # Derived locations: one layout for every stage.
     @property
@@ -349,7 +447,7 @@ class Config:
     @property
     def model_dir(self) -> str:
         """Directory of checkpoints, logs and the trained Keras model."""
-        return os.path.join(self.output_dir, "model")
+        return os.path.join(self.output_dir, self.model_subdir)
 
     @property
     def export_dir(self) -> str:
@@ -365,6 +463,9 @@ class Config:
 
 
 MODEL_FAMILIES = tuple(FAMILIES)
+AUTO = "auto"
+THRESHOLD_POLICIES = ("global", "per_label")
+SELECTION_RULES = ("mean_f1", "micro_f1", "macro_f1")
 FORMATS = ("auto", "jsonl", "csv", "parquet", "tfrecord")
 RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 MONITORS = ("val_loss", "val_pr_auc", "val_roc_auc")
@@ -500,9 +601,9 @@ def _validate(cfg: Config) -> None:
         f"must be a zlib level from 1 to 9, got {p.compression_level}",
     )
     _check(
-        m.family in MODEL_FAMILIES,
+        m.family in (AUTO, *MODEL_FAMILIES),
         "model.family",
-        f"must be one of {MODEL_FAMILIES}, got {m.family!r}",
+        f"must be one of {(AUTO, *MODEL_FAMILIES)}, got {m.family!r}",
     )
     for key in (
         "sequence_length",
@@ -570,7 +671,31 @@ def _validate(cfg: Config) -> None:
         th.metric in THRESHOLD_METRICS, "threshold.metric", f"must be one of {THRESHOLD_METRICS}"
     )
     _check(cfg.export.version >= 1, "export.version", "must be at least 1")
+    _validate_selection(cfg)
     _check(bool(cfg.export.model_name), "export.model_name", "must not be empty")
+
+
+def _validate_selection(cfg: Config) -> None:
+    s, t = cfg.selection, cfg.training
+    _check(bool(s.candidates), "selection.candidates", "needs at least one candidate")
+    for i, name in enumerate(s.candidates):
+        _check(
+            name in CANDIDATES,
+            f"selection.candidates[{i}]",
+            f"unknown candidate {name!r}; known: {', '.join(CANDIDATES)}",
+        )
+    _check(len(set(s.candidates)) == len(s.candidates), "selection.candidates", "has repeats")
+    _check(bool(s.threshold_policies), "selection.threshold_policies", "needs a policy")
+    for i, policy in enumerate(s.threshold_policies):
+        _check(
+            policy in THRESHOLD_POLICIES,
+            f"selection.threshold_policies[{i}]",
+            f"must be one of {THRESHOLD_POLICIES}, got {policy!r}",
+        )
+    _check(s.folds >= 2, "selection.folds", "must be at least 2")
+    _check(s.rule in SELECTION_RULES, "selection.rule", f"must be one of {SELECTION_RULES}")
+    _check(t.budget_minutes > 0, "training.budget_minutes", "must be positive")
+    _check(bool(cfg.model_subdir), "model_subdir", "must not be empty")
 
 
 def _resolve_paths(cfg: Config, base_dir: str) -> Config:
@@ -660,11 +785,10 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, directory: str, filename: str = "config.yaml") -> str:
-    """Writes the resolved config into ``directory`` (local or remote)."""
-    import tensorflow as tf  # gfile writes to local disk and to gs:// alike.
+    """Writes the resolved config into ``directory`` (local or remote), atomically."""
+    import tensorflow as tf  # gfile makes directories on local disk and gs:// alike.
+
+    from doctags_core.atomic_files import atomic_write
 
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, filename)
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config_to_yaml(cfg))
-    return path
+    return atomic_write(os.path.join(directory, filename), config_to_yaml(cfg))

@@ -199,21 +199,23 @@ def _columns(cfg: DataConfig) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def iter_parquet_batches(stream, source: str, batch_size: int, cfg: DataConfig) -> Iterator:
+def iter_parquet_batches(stream, source: str, batch_size: int, cfg: DataConfig | None) -> Iterator:
     """Batches of ``(source, row_dict)`` read one Parquet record batch at a time.
 
     Only the configured columns are read (columns missing from the file are
     simply absent from the rows, so the parser dead-letters the rows with
-    the reason for the missing field). A file pyarrow cannot open becomes
-    one ``unreadable_file`` dead letter.
+    the reason for the missing field); every column when ``cfg`` is None
+    (`doctags init` looking at unknown data). A file pyarrow cannot open
+    becomes one ``unreadable_file`` dead letter.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(stream)
-        present = set(parquet.schema_arrow.names)
-        columns = [c for c in _columns(cfg) if c in present]
+        present = parquet.schema_arrow.names
+        wanted = present if cfg is None else _columns(cfg)
+        columns = [c for c in wanted if c in set(present)]
         batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
         for record_batch in batches:
             yield [(source, row) for row in record_batch.to_pylist()]

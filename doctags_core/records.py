@@ -145,6 +145,16 @@ def _text_of(row: dict, cfg: DataConfig) -> str:
     return "\n".join(parts)
 
 
+def _id_of(row: dict, cfg: DataConfig, text: str) -> str:
+    """The document id: the ``id_field`` value, or a hash of the text without one."""
+    if cfg.id_field is None:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    raw_id = row.get(cfg.id_field)
+    if raw_id is None or str(raw_id).strip() == "":
+        raise BadRecord(MISSING_ID, f"no field {cfg.id_field!r}")
+    return str(raw_id).strip()
+
+
 def document_from_row(row: dict, cfg: DataConfig, limit: TextLimit | None = None) -> Document:
     """Validates one record's fields and builds a `Document`.
 
@@ -165,13 +175,7 @@ def document_from_row(row: dict, cfg: DataConfig, limit: TextLimit | None = None
         raise BadRecord(INVALID_LABELS, str(e)) from e
     if not labels and not cfg.allow_unlabeled:
         raise BadRecord(MISSING_LABELS, f"field {cfg.label_field!r} holds no label")
-    if cfg.id_field is None:
-        doc_id = hashlib.sha1(text.encode("utf-8")).hexdigest()
-    else:
-        raw_id = row.get(cfg.id_field)
-        if raw_id is None or str(raw_id).strip() == "":
-            raise BadRecord(MISSING_ID, f"no field {cfg.id_field!r}")
-        doc_id = str(raw_id).strip()
+    doc_id = _id_of(row, cfg, text)
     given_split = None
     if cfg.split_field is not None and row.get(cfg.split_field) not in (None, ""):
         given_split = normalize_split(row[cfg.split_field])
@@ -372,6 +376,20 @@ def row_of(raw) -> dict:
     if text.startswith("\ufeff"):  # a byte order mark (first line of a file, or concatenated)
         text = text[1:]
     return _parse_json_object(text)
+
+
+def parse_unlabeled(raw, cfg: DataConfig) -> tuple[str, str]:
+    """``(id, text)`` of a record to be tagged: labels and split, if any, are ignored.
+
+    The text and id rules are the training data's (`document_from_row`), so
+    a corpus is read the same way for training and for batch tagging.
+
+    Raises:
+        BadRecord: with the reason the record cannot be tagged.
+    """
+    raw = row_of(raw)
+    text = _text_of(raw, cfg)
+    return _id_of(raw, cfg, text), text
 
 
 def parse_record(raw, cfg: DataConfig, limit: TextLimit | None = None) -> Document:

@@ -14,6 +14,7 @@ import os
 import tensorflow as tf
 
 from doctags_core import export_contract as contract
+from doctags_core.atomic_files import atomic_write, atomic_write_json
 from doctags_core.data_files import read_split, train_label_counts
 from doctags_core.labels import multi_hot
 from doctags_core.metrics import (
@@ -60,8 +61,7 @@ def evaluate(
         "per_label": per_label_report(y_true, y_pred, tagger.labels, scores),
     }
     tf.io.gfile.makedirs(out_dir)
-    with tf.io.gfile.GFile(os.path.join(out_dir, f"metrics_{split}.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    atomic_write_json(os.path.join(out_dir, f"metrics_{split}.json"), report)
     if html_report:
         page = render_report(
             report,
@@ -71,8 +71,7 @@ def evaluate(
             _model_thresholds(tagger),
             train_label_counts(data_dir),
         )
-        with tf.io.gfile.GFile(os.path.join(out_dir, f"report_{split}.html"), "w") as f:
-            f.write(page)
+        atomic_write(os.path.join(out_dir, f"report_{split}.html"), page)
     return report
 
 

@@ -72,3 +72,17 @@ def reuters_slice(tmp_path_factory):
     """300 train + 100 test real Reuters documents as gzip JSONL."""
     d = tmp_path_factory.mktemp("slice")
     return write_jsonl(str(d / "reuters-slice.jsonl.gz"), reuters_records(300, 100), compress=True)
+
+
+@pytest.fixture(scope="session")
+def serving_export(tmp_path_factory, reuters_slice):
+    """A tiny model trained on a real Reuters slice and exported once for all serving tests."""
+    tmp = tmp_path_factory.mktemp("serving")
+    # A few epochs, so that the model tags some texts and comparisons are not vacuous.
+    config = small_config(tmp, reuters_slice, training={"epochs": 6, "learning_rate": 0.01})
+    from doctags.cli import main
+    from doctags_core.config import load_config
+
+    for command in (["preprocess"], ["train"], ["export"]):
+        assert main([*command, "--config", config]) == 0
+    return load_config(config)

@@ -9,22 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from doctags.cli import main
-from doctags_core.config import load_config
 from serving import opset
-from tests.conftest import small_config
 from trainer import export as export_lib
-
-
-@pytest.fixture(scope="session")
-def serving_export(tmp_path_factory, reuters_slice):
-    """A tiny model trained on a real Reuters slice and exported once for all serving tests."""
-    tmp = tmp_path_factory.mktemp("serving")
-    # A few epochs, so that the model tags some texts and comparisons are not vacuous.
-    config = small_config(tmp, reuters_slice, training={"epochs": 6, "learning_rate": 0.01})
-    for command in (["preprocess"], ["train"], ["export"]):
-        assert main([*command, "--config", config]) == 0
-    return load_config(config)
 
 
 def test_version_directory_layout_is_what_tf_serving_expects(serving_export):

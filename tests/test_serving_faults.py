@@ -24,9 +24,7 @@ from serving.errors import ServingError
 from serving.http_server import HttpLimits
 from serving.monitoring_config import prometheus_path
 from serving.server import ModelServer, ServerOptions, exposure_warning
-from tests import test_serving_export
 
-serving_export = test_serving_export.serving_export  # the session fixture: one tiny export
 PREDICT = "/v1/models/tags:predict"
 
 

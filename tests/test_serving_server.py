@@ -24,11 +24,9 @@ from serving.batching import BatchingOptions
 from serving.client import GrpcClient, RestClient, connect, tags_from_outputs
 from serving.errors import ServingError
 from serving.server import ModelServer, ServerOptions
-from tests import test_serving_export
 from tests.conftest import REPO, reuters_records
 from trainer.export import export_model
 
-serving_export = test_serving_export.serving_export  # the session fixture: one tiny export
 TEXTS = [r["text"] for r in reuters_records(limit_train=0, limit_test=24) if r["split"] == "test"]
 
 

@@ -29,6 +29,7 @@ import tempfile
 
 import tensorflow as tf
 
+from doctags_core.atomic_files import atomic_write
 from doctags_core.config import Config, config_to_yaml
 from trainer.tf_config import ClusterRole
 
@@ -93,8 +94,7 @@ class Backup:
         if role.is_chief:
             self._discard_other_configs(cfg)
             tf.io.gfile.makedirs(self.directory)
-            with tf.io.gfile.GFile(os.path.join(self.directory, CONFIG_STAMP), "w") as f:
-                f.write(config_to_yaml(cfg))
+            atomic_write(os.path.join(self.directory, CONFIG_STAMP), config_to_yaml(cfg))
             self.manager = tf.train.CheckpointManager(
                 self.checkpoint, self.directory, max_to_keep=max_to_keep
             )

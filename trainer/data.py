@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from doctags_core import data_files, schema
+from doctags_core.atomic_files import atomic_write
 from doctags_core.families import input_kind
 from trainer.outputs import WORDPIECE_VOCAB_FILE
 
@@ -47,8 +48,8 @@ def learn_wordpiece(cfg, save: bool = True) -> list[str]:
     pieces = learn_vocabulary(word_counts, cfg.model.wordpiece_vocab_size)
     if save:
         tf.io.gfile.makedirs(cfg.model_dir)
-        with tf.io.gfile.GFile(os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE), "w") as f:
-            f.write("".join(p + "\n" for p in pieces))
+        path = os.path.join(cfg.model_dir, WORDPIECE_VOCAB_FILE)
+        atomic_write(path, "".join(p + "\n" for p in pieces))
     return pieces
 
 

@@ -33,19 +33,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
-from doctags_core import data_files, schema
+from doctags_core import data_files, schema, version_publish
 from doctags_core import export_contract as contract
+from doctags_core.atomic_files import atomic_write_json
 from doctags_core.cleaning import clean_text
 from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
 from doctags_core.session_model import SessionModel
 from trainer import data as data_lib
+from trainer.members import Member, describe, members_of
 from trainer.outputs import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -91,20 +92,8 @@ def tag_outputs(scores, label_names, thresholds, always_top1: bool) -> dict:
     }
 
 
-def build_archive(
-    model: keras.Model,
-    vectorizer: keras.layers.Layer,
-    labels: list[str],
-    thresholds: list[float],
-    steps: tuple[str, ...],
-    always_top1: bool,
-) -> tuple[keras.export.ExportArchive, dict]:
-    """The serving and tokenize endpoints over the tracked model and vectorizer.
-
-    Returns:
-        The archive and ``{signature name: tf.function}`` of its endpoints.
-    """
-    archive = keras.export.ExportArchive()
+def _track(archive: keras.export.ExportArchive, model, vectorizer) -> None:
+    """Tracks one member's variables and lookup tables in the archive."""
     archive.track(model)
     if not vectorizer.built:  # a vocabulary-only layer builds on its first call
         vectorizer(tf.constant([""]))
@@ -112,16 +101,48 @@ def build_archive(
     splitter = getattr(vectorizer, "wordpiece_splitter", None)
     if splitter is not None:  # its lookup table is not a Keras variable
         archive.track(splitter)
+
+
+def build_archive(
+    members: list[tuple[keras.Model, keras.layers.Layer, float]],
+    labels: list[str],
+    thresholds: list[float],
+    steps: tuple[str, ...],
+    always_top1: bool,
+) -> tuple[keras.export.ExportArchive, dict]:
+    """The serving and tokenize endpoints over the tracked members.
+
+    Args:
+        members: ``(model, vectorizer, weight)`` of each model served; the
+            served scores are the weighted sum of theirs (one model: weight 1).
+        labels: Output column names.
+        thresholds: One threshold per label.
+        steps: The cleaning steps the data was made with.
+        always_top1: Always return the best tag.
+
+    Returns:
+        The archive and ``{signature name: tf.function}`` of its endpoints.
+        ``tokenize`` returns the first member's model input.
+    """
+    archive = keras.export.ExportArchive()
+    for model, vectorizer, _ in members:
+        _track(archive, model, vectorizer)
     label_names = tf.constant(labels, dtype=tf.string)
     per_label = tf.constant(thresholds, dtype=tf.float32)
 
     def serve(text):
-        scores = tf.cast(model(vectorizer(clean_text(text, steps)), training=False), tf.float32)
+        cleaned = clean_text(text, steps)
+        scores = tf.add_n(
+            [
+                weight * tf.cast(model(vectorizer(cleaned), training=False), tf.float32)
+                for model, vectorizer, weight in members
+            ]
+        )
         return tag_outputs(scores, label_names, per_label, always_top1)
 
     def tokenize(text):
         cleaned = clean_text(text, steps)
-        return {"cleaned": cleaned, "token_ids": vectorizer(cleaned)}
+        return {"cleaned": cleaned, "token_ids": members[0][1](cleaned)}
 
     endpoints = {
         contract.SIGNATURE: archive.add_endpoint(contract.SIGNATURE, serve, [_TEXT_SPEC]),
@@ -160,7 +181,13 @@ def _spec_json(spec: tf.TensorSpec) -> dict:
 
 
 def model_metadata(
-    endpoints: dict, cfg: Config, num_labels: int, threshold: float, num_warmup: int
+    endpoints: dict,
+    cfg: Config,
+    members: list[Member],
+    num_labels: int,
+    threshold: float,
+    threshold_policy: str,
+    num_warmup: int,
 ) -> dict:
     """What was exported: signatures, labels, threshold, cleaning, versions."""
     signatures = {}
@@ -179,11 +206,19 @@ def model_metadata(
         "signatures": signatures,
         "num_labels": num_labels,
         "threshold": threshold,
-        "per_label_thresholds": cfg.threshold.per_label,
+        "per_label_thresholds": threshold_policy == "per_label",
         "always_top1": cfg.threshold.always_top1,
-        "model_family": cfg.model.family,
-        "tokenizer": cfg.model.tokenizer,
-        "sequence_length": cfg.model.sequence_length,
+        "model_family": describe(members),
+        "members": [
+            {
+                "name": m.name,
+                "family": m.cfg.model.family,
+                "tokenizer": m.cfg.model.tokenizer,
+                "sequence_length": m.cfg.model.sequence_length,
+                "weight": m.weight,
+            }
+            for m in members
+        ],
         "cleaning_steps": list(cfg.cleaning.steps),
         "warmup_requests": num_warmup,
     }
@@ -195,8 +230,7 @@ def _write_extras(staging: str, metadata: dict, records: list[bytes]) -> None:
     with tf.io.TFRecordWriter(contract.warmup_path(staging)) as writer:
         for record in records:
             writer.write(record)
-    with tf.io.gfile.GFile(os.path.join(extra, contract.METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=2)
+    atomic_write_json(os.path.join(extra, contract.METADATA_FILE), metadata)
 
 
 def _copy_assets(staging: str, files: dict[str, str]) -> None:
@@ -226,11 +260,33 @@ def verify_in_session(version_dir: str) -> int:
     return replayed
 
 
-def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float]]:
-    """The global threshold and one threshold per label, in label order."""
+def read_thresholds(model_dir: str, labels: list[str]) -> tuple[float, list[float], str]:
+    """The global threshold, one threshold per label in label order, and the policy."""
     with tf.io.gfile.GFile(model_path(model_dir, THRESHOLDS_FILE)) as f:
         saved = json.load(f)
-    return float(saved["threshold"]), thresholds_by_label(saved, labels)
+    policy = "per_label" if saved.get("per_label") else "global"
+    return float(saved["threshold"]), thresholds_by_label(saved, labels), policy
+
+
+def check_training_outputs(cfg: Config, members: list[Member] | None = None) -> None:
+    """Fails early, and says why, when training has not finished writing its outputs.
+
+    Training publishes ``model.keras`` and ``thresholds.json`` atomically at its
+    very end (auto selection: each member's model, then the thresholds), so a
+    missing file means a run that has not finished (or was killed): Keras'
+    own "File not found" would not say so.
+
+    Raises:
+        FileNotFoundError: naming the missing file and the command to run.
+    """
+    paths = [model_path(cfg.model_dir, THRESHOLDS_FILE)]
+    paths += [model_path(m.cfg.model_dir, MODEL_FILE) for m in members or members_of(cfg)]
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: no finished training run in {cfg.model_dir}; run "
+                "`doctags train` (a run killed before its end resumes from its backup)"
+            )
 
 
 def data_cleaning_steps(cfg: Config) -> tuple[str, ...]:
@@ -257,51 +313,63 @@ def export_model(cfg: Config, overwrite: bool = False) -> str:
     """Writes the SavedModel to ``cfg.export_dir`` and returns that path.
 
     The version directory (SavedModel, assets, ``assets.extra`` warmup and
-    metadata) is written under a temporary name, loaded with TF Serving's
-    session-based loader and its warmup replayed there, and only then
-    renamed into place, so a server watching the base path never sees half
-    a model nor a model that cannot answer.
+    metadata) is written under a hidden staging name, loaded with TF
+    Serving's session-based loader and its warmup replayed there, and only
+    then published (`doctags_core.version_publish`): renamed into place, or
+    exchanged with the version it replaces in one system call, so a server
+    watching the base path never sees half a model, a model that cannot
+    answer, or no version at all. Staging folders of killed exports and the
+    version the previous export replaced are removed first.
 
     Raises:
-        FileExistsError: if the version exists and ``overwrite`` is False.
+        FileExistsError: if the version exists and ``overwrite`` is False
+            (before any work; the message names both ways on).
+        FileNotFoundError: if training has not written its outputs.
         ConfigError: if the config's cleaning differs from the data's.
         RuntimeError: if the session loader cannot run the export.
     """
     target = cfg.export_dir
-    if tf.io.gfile.exists(target) and not overwrite:
-        raise FileExistsError(f"{target} exists; raise export.version or pass --overwrite")
+    conflict = version_publish.conflict_message(target)
+    if conflict and not overwrite:
+        raise FileExistsError(conflict)
     steps = data_cleaning_steps(cfg)
-    model = keras.models.load_model(model_path(cfg.model_dir, MODEL_FILE))
+    members = members_of(cfg)
+    check_training_outputs(cfg, members)
     labels = data_files.load_labels(cfg.data_dir)
-    threshold, per_label = read_thresholds(cfg.model_dir, labels)
+    threshold, per_label, policy = read_thresholds(cfg.model_dir, labels)
     assets = {
         contract.LABELS_ASSET: os.path.join(cfg.data_dir, schema.LABELS_FILE),
         schema.VOCAB_FILE: os.path.join(cfg.data_dir, schema.VOCAB_FILE),
         contract.THRESHOLDS_ASSET: model_path(cfg.model_dir, THRESHOLDS_FILE),
         contract.CONFIG_ASSET: model_path(cfg.model_dir, CONFIG_FILE),
     }
-    if cfg.model.tokenizer == "wordpiece":
-        assets[WORDPIECE_VOCAB_FILE] = model_path(cfg.model_dir, WORDPIECE_VOCAB_FILE)
-    vectorizer = data_lib.make_model_vectorizer(cfg)
-    archive, endpoints = build_archive(
-        model, vectorizer, labels, per_label, steps, cfg.threshold.always_top1
-    )
-    parent = os.path.dirname(target)
-    tf.io.gfile.makedirs(parent)
-    # A leading dot: TF Serving and `doctags serve` only consider numeric names.
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    for m in members:
+        if m.cfg.model.tokenizer == "wordpiece":
+            name = WORDPIECE_VOCAB_FILE if len(members) == 1 else f"{m.name}_{WORDPIECE_VOCAB_FILE}"
+            assets[name] = model_path(m.cfg.model_dir, WORDPIECE_VOCAB_FILE)
+    loaded = [
+        (
+            keras.models.load_model(model_path(m.cfg.model_dir, MODEL_FILE)),
+            data_lib.make_model_vectorizer(m.cfg),
+            m.weight,
+        )
+        for m in members
+    ]
+    archive, endpoints = build_archive(loaded, labels, per_label, steps, cfg.threshold.always_top1)
+    base_path = os.path.dirname(target)
+    version_publish.remove_leftovers(base_path)
+    staging = version_publish.staging_dir(base_path)
     try:
         archive.write_out(staging, verbose=False)
         _copy_assets(staging, assets)
         records = warmup_requests(cfg.export.model_name)
-        metadata = model_metadata(endpoints, cfg, len(labels), threshold, len(records))
+        metadata = model_metadata(
+            endpoints, cfg, members, len(labels), threshold, policy, len(records)
+        )
         _write_extras(staging, metadata, records)
         verify_in_session(staging)
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server's user
-        if tf.io.gfile.exists(target):
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if os.path.exists(staging):
-            shutil.rmtree(staging)
+        version_publish.publish_version(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # unpublished: nothing refers to it
+        raise
     return target

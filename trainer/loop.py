@@ -45,6 +45,7 @@ class LoopResult:
     resumed_from: tuple[int, int] | None
     epoch_seconds: list[float]
     steps_run: int
+    stopped_by_budget: bool = False
 
 
 class TrainingLoop:
@@ -66,6 +67,10 @@ class TrainingLoop:
         sample_weights: Optional ``f(y_true)`` -> per-example weights
             (`trainer.losses.BalancedSampleWeights`), applied to the
             training loss only.
+        deadline: ``time.monotonic()`` after which training stops at the end
+            of the current epoch, keeping its best weights (the time budget
+            of ``model.family: auto``); None: no limit. Every worker stops
+            when any worker's clock has passed it.
     """
 
     def __init__(
@@ -81,8 +86,11 @@ class TrainingLoop:
         on_step: Callable[[int, int], None] | None = None,
         loss_fn: Callable = keras.losses.binary_crossentropy,
         sample_weights: Callable | None = None,
+        deadline: float | None = None,
     ):
         self.t = cfg.training
+        self.deadline = deadline
+        self.stopped_by_budget = False
         self.strategy, self.role, self.model = strategy, role, model
         self.examples, self.global_batch = examples, global_batch
         self.validation = strategy.experimental_distribute_dataset(validation)
@@ -128,12 +136,32 @@ class TrainingLoop:
                 best.assign(w.value)
         if decision.stop:
             self.state.stopped.assign(True)
+        elif self._past_deadline():
+            log.info(
+                "epoch %d: the time budget is spent; stopping with the best weights", epoch + 1
+            )
+            self.stopped_by_budget = True
+            self.state.stopped.assign(True)
         self.state.wait.assign(decision.wait)
         self.state.history.assign(json.dumps(history))
         self.state.epoch.assign(epoch + 1)
         self.state.step.assign(0)
         self.reporter.end_epoch(epoch, logs, history, seconds, steps, decision.improved)
         return logs
+
+    def _past_deadline(self) -> bool:
+        """Whether any worker's clock has passed the deadline (agreed by an all-reduce)."""
+        if self.deadline is None:
+            return False
+        late = tf.constant(float(time.monotonic() > self.deadline))
+        if self.role.num_workers <= 1:
+            return bool(late.numpy())
+        return bool(self._replicas_late(late).numpy() > 0)
+
+    @tf.function
+    def _replicas_late(self, late):
+        per_replica = self.strategy.run(tf.identity, args=(late,))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def _resume(self) -> tuple[int, int] | None:
         """Restores the latest checkpoint of this config; ``(epoch, step)`` or None.
@@ -213,4 +241,5 @@ class TrainingLoop:
             resumed_from=resumed_from,
             epoch_seconds=epoch_seconds,
             steps_run=steps_run,
+            stopped_by_budget=self.stopped_by_budget,
         )

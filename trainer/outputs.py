@@ -17,6 +17,9 @@ HISTORY_FILE = "history.csv"
 WORDPIECE_VOCAB_FILE = "wordpiece_vocab.txt"
 CONFIG_FILE = "config.yaml"
 LOGS_DIR = "logs"
+VALIDATION_SCORES_FILE = "validation_scores.npz"  # y and scores on validation, for selection
+SELECTION_FILE = "selection.json"  # model.family auto: the candidates and the choice
+CANDIDATES_DIR = "candidates"
 
 
 def model_path(model_dir: str, name: str) -> str:

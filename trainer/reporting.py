@@ -9,6 +9,7 @@ line per epoch, because a bar redrawn into a log file is noise.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ import sys
 import keras
 import tensorflow as tf
 
+from doctags_core.atomic_files import atomic_write
 from trainer.outputs import HISTORY_FILE, LOGS_DIR
 from trainer.tf_config import ClusterRole
 
@@ -27,11 +29,12 @@ METRIC_NAMES = ("loss", "pr_auc", "roc_auc")
 def write_history(path: str, history: list[dict]) -> None:
     """history.csv: one row per finished epoch, the columns Keras' CSVLogger wrote."""
     keys = sorted(history[0]) if history else []
-    with tf.io.gfile.GFile(path, "w") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *keys])
-        for epoch, row in enumerate(history):
-            writer.writerow([epoch, *(row[k] for k in keys)])
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["epoch", *keys])
+    for epoch, row in enumerate(history):
+        writer.writerow([epoch, *(row[k] for k in keys)])
+    atomic_write(path, text.getvalue())  # rewritten every epoch: never half a file
 
 
 class Reporter:

@@ -8,16 +8,23 @@ then (chief only) choose thresholds on validation and write the outputs.
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from doctags_core import data_files, schema
+from doctags_core.atomic_files import (
+    atomic_path,
+    atomic_write,
+    atomic_write_json,
+    remove_leftovers,
+)
 from doctags_core.config import Config, TrainingConfig, save_config
 from doctags_core.metrics import apply_thresholds, summary_metrics, thresholds_by_label
 from trainer import data as data_lib
@@ -26,7 +33,13 @@ from trainer.distribute import configure_logical_cpus, make_strategy
 from trainer.loop import LoopResult, TrainingLoop
 from trainer.losses import make_loss, make_sample_weights
 from trainer.models import build_model
-from trainer.outputs import MODEL_FILE, SUMMARY_FILE, THRESHOLDS_FILE, model_path
+from trainer.outputs import (
+    MODEL_FILE,
+    SUMMARY_FILE,
+    THRESHOLDS_FILE,
+    VALIDATION_SCORES_FILE,
+    model_path,
+)
 from trainer.tf_config import ClusterRole
 from trainer.thresholds import choose_thresholds, predict_split
 
@@ -44,6 +57,7 @@ class TrainResult:
     seconds: float
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     chief: bool = True  # False on the other workers of a multi-worker run (nothing written)
+    stopped_by_budget: bool = False  # the time budget (not early stopping) ended it
 
 
 @dataclass
@@ -174,10 +188,10 @@ def build_model_and_optimizer(
     return model, optimizer
 
 
-def validation_thresholds(
+def validation_scores(
     cfg: Config, model: keras.Model, inputs: TrainingInputs
-) -> tuple[float, dict, dict]:
-    """``(global threshold, thresholds.json content, validation metrics)``."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, scores)`` of the validation split, saved for model selection."""
     y_val, s_val = predict_split(
         model,
         data_lib.make_dataset(
@@ -187,8 +201,16 @@ def validation_thresholds(
             256,
         ),
     )
-    best, thresholds = choose_thresholds(cfg, y_val, s_val, inputs.labels)
-    per_label = thresholds_by_label(thresholds, inputs.labels)
+    buffer = io.BytesIO()  # numpy's zip writer seeks; gfile (gs://) streams
+    np.savez_compressed(buffer, y=y_val, scores=s_val)
+    atomic_write(model_path(cfg.model_dir, VALIDATION_SCORES_FILE), buffer.getvalue())
+    return y_val, s_val
+
+
+def validation_thresholds(cfg: Config, y_val, s_val, labels: list[str]) -> tuple[float, dict, dict]:
+    """``(global threshold, thresholds.json content, validation metrics)``."""
+    best, thresholds = choose_thresholds(cfg, y_val, s_val, labels)
+    per_label = thresholds_by_label(thresholds, labels)
     metrics = summary_metrics(y_val, apply_thresholds(s_val, per_label, cfg.threshold.always_top1))
     return best, thresholds, metrics
 
@@ -211,6 +233,7 @@ def _summary(
         "epochs_run": done.epochs_run,
         "best_epoch": done.best_epoch,
         "stopped_early": done.stopped_early,
+        "stopped_by_budget": done.stopped_by_budget,
         "seconds": seconds,
         "replicas": layout.replicas,
         "workers": role.num_workers,
@@ -230,18 +253,66 @@ def _summary(
 
 
 def write_outputs(cfg: Config, model: keras.Model, thresholds: dict, summary: dict) -> str:
-    """The Keras model, ``thresholds.json``, the summary and the config; the model's path."""
+    """The Keras model, ``thresholds.json``, the summary and the config; the model's path.
+
+    Each file is written under a temporary name and renamed into place
+    (`doctags_core.atomic_files`): a run killed while saving leaves whole
+    files, never a truncated ``model.keras`` that export would fail to read.
+    The old ``thresholds.json`` is removed first and the new one written
+    after the model, so a run killed in between leaves no thresholds, and
+    export refuses, rather than pairing the new model with the thresholds
+    of the previous run. Temporary files of a run killed while saving are
+    removed first.
+    """
+    tf.io.gfile.makedirs(cfg.model_dir)
+    remove_leftovers(cfg.model_dir)
     path = model_path(cfg.model_dir, MODEL_FILE)
-    model.save(path)
-    with tf.io.gfile.GFile(model_path(cfg.model_dir, THRESHOLDS_FILE), "w") as f:
-        json.dump(thresholds, f, indent=2)
-    with tf.io.gfile.GFile(model_path(cfg.model_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
+    thresholds_path = model_path(cfg.model_dir, THRESHOLDS_FILE)
+    if tf.io.gfile.exists(thresholds_path):
+        tf.io.gfile.remove(thresholds_path)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    atomic_write_json(thresholds_path, thresholds)
+    atomic_write_json(model_path(cfg.model_dir, SUMMARY_FILE), summary)
     save_config(cfg, cfg.model_dir)
     return path
 
 
+def start_strategy(cfg: Config) -> tf.distribute.Strategy:
+    """The process's strategy: its first TensorFlow work.
+
+    A multi-worker strategy must be created before any op runs, and logical
+    CPU devices must be set before TensorFlow initialises its devices.
+    """
+    configure_logical_cpus(cfg.training.logical_cpu_devices)
+    return make_strategy(cfg.training)
+
+
 def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Trains the configured family, or with ``model.family: auto`` selects one.
+
+    Auto selection (`trainer.selection`) trains candidates with `train_one`
+    and chooses among them and their ensemble on the validation split.
+
+    Raises:
+        doctags_core.data_files.DataError: the data folder is not one
+            complete preprocess run (`data_files.check_dataset`).
+    """
+    # Refuse a data folder that mixes preprocess runs (file reads, no TF op yet).
+    data_files.check_dataset(cfg.data_dir)
+    if cfg.model.family == "auto":
+        from trainer.selection import train_auto
+
+        return train_auto(cfg, on_step)
+    return train_one(cfg, on_step)
+
+
+def train_one(
+    cfg: Config,
+    on_step: Callable[[int, int], None] | None = None,
+    deadline: float | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> TrainResult:
     """Trains the configured model and picks the threshold on validation.
 
     Runs the same custom loop (`trainer.loop`) on one device, on several
@@ -254,18 +325,15 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     Args:
         cfg: The experiment config.
         on_step: Optional ``f(epoch, step)`` called after every training step.
-
-    Raises:
-        doctags_core.data_files.DataError: the data folder is not one
-            complete preprocess run (`data_files.check_dataset`).
+        deadline: ``time.monotonic()`` at which training stops after the
+            current epoch (auto selection's budget); None: no limit.
+        strategy: The process's strategy when it trains several models (a
+            multi-worker strategy can only be created once); by default one
+            is made here.
     """
-    configure_logical_cpus(cfg.training.logical_cpu_devices)
-    # Refuse a data folder that mixes preprocess runs (before any TF op).
-    data_files.check_dataset(cfg.data_dir)
     role = tf_config.current()
-    # First TensorFlow work of the process: a multi-worker strategy must be
-    # created before any op runs.
-    strategy = make_strategy(cfg.training)
+    if strategy is None:
+        strategy = start_strategy(cfg)
     keras.utils.set_random_seed(cfg.training.seed)
     started = time.time()
     inputs = load_inputs(cfg, role)
@@ -294,14 +362,17 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         on_step,
         loss_fn=inputs.loss_fn,
         sample_weights=inputs.sample_weights,
+        deadline=deadline,
     )
     done = loop.run()
     if not role.is_chief:
         log.info("worker %d finished; the chief writes the outputs", role.task_index)
+        seconds = time.time() - started
         return TrainResult(
-            "", float("nan"), {}, done.epochs_run, time.time() - started, model, False
+            "", float("nan"), {}, done.epochs_run, seconds, model, False, done.stopped_by_budget
         )
-    best, thresholds, val_metrics = validation_thresholds(cfg, model, inputs)
+    y_val, s_val = validation_scores(cfg, model, inputs)
+    best, thresholds, val_metrics = validation_thresholds(cfg, y_val, s_val, inputs.labels)
     seconds = time.time() - started
     summary = _summary(cfg, done, layout, role, optimizer, inputs, seconds, best, val_metrics)
     path = write_outputs(cfg, model, thresholds, summary)
@@ -312,4 +383,6 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         val_metrics["micro_f1"],
         val_metrics["macro_f1"],
     )
-    return TrainResult(path, best, val_metrics, done.epochs_run, seconds, model)
+    return TrainResult(
+        path, best, val_metrics, done.epochs_run, seconds, model, True, done.stopped_by_budget
+    )
