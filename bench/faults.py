@@ -14,17 +14,13 @@ subprocess and prints one line:
 of ``VmHWM`` (from /proc/PID/status, sampled every 50 ms) over the process
 and its children (``ru_maxrss`` is inherited across exec and overstates).
 The serving scenarios of `bench/faults_serve.py` (slow clients, a broken
-newest version, a slow copy) run last, against a tiny export trained here.
+newest version, a slow copy) run last, against a tiny export trained there.
 Exit status 1 when any scenario failed.
 
-TODO (train/export atomicity, owned by the training side; add their
-scenarios here when it lands):
-- kill ``doctags train`` while it writes ``model/model.keras`` and
-  ``thresholds.json``: the previous model and its thresholds stay a pair;
-- kill ``doctags export --overwrite`` mid-copy: the served version directory
-  is never half-replaced (TF Serving would load it);
-- ``doctags export`` without ``--overwrite`` over an existing version: a
-  clear one-line error, exit 2, nothing touched.
+The train/export scenarios of `bench/faults_train_export.py` (a publish
+swap under readers, ``doctags export --overwrite`` and ``doctags train``
+SIGKILLed while they save) run between the two, against their own tiny
+model; their script owns what they check.
 """
 
 from __future__ import annotations
@@ -598,20 +594,36 @@ DATA_SCENARIOS = (
     "misspelled_text_field",
     "delimited_labels",
 )
+TRAIN_EXPORT_SCENARIOS = ("publish_swap", "export_sigkill", "train_sigkill")
 SERVE_SCENARIOS = ("slow_clients", "broken_newest", "slow_copy")
+
+
+def train_export(workdir: str, names: list[str]) -> list[Result]:
+    """The scenarios of bench/faults_train_export.py (train and export killed while saving)."""
+    import faults_train_export
+
+    config = faults_train_export.ensure_trained(os.path.join(workdir, "train_export"))
+    out = []
+    for name in names:
+        result = faults_train_export.SCENARIOS[name](config)
+        out.append(Result(result.name, result.numbers, result.passed))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the scenarios and prints one line each; exit 1 if any failed."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "doctags-faults"))
-    parser.add_argument("--scenarios", default=",".join(DATA_SCENARIOS + SERVE_SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(DATA_SCENARIOS + TRAIN_EXPORT_SCENARIOS + SERVE_SCENARIOS),
+    )
     parser.add_argument("--skip-serve", action="store_true", help="data scenarios only")
     parser.add_argument("--clients", type=int, default=4000, help="slow_clients connections")
     parser.add_argument("--repo", default=REPO, help="checkout whose `doctags serve` runs")
     args = parser.parse_args(argv)
     names = args.scenarios.split(",")
-    unknown = set(names) - set(DATA_SCENARIOS + SERVE_SCENARIOS)
+    unknown = set(names) - set(DATA_SCENARIOS + TRAIN_EXPORT_SCENARIOS + SERVE_SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     os.makedirs(args.workdir, exist_ok=True)
@@ -653,6 +665,11 @@ def _run(args, names: list[str]) -> int:
     for name in names:
         if name in scenarios:
             result = scenarios[name]()
+            print(result.line(), flush=True)
+            results.append(result)
+    trained = [n for n in names if n in TRAIN_EXPORT_SCENARIOS]
+    if trained:
+        for result in train_export(args.workdir, trained):
             print(result.line(), flush=True)
             results.append(result)
     serve = [n for n in names if n in SERVE_SCENARIOS]
