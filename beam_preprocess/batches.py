@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from doctags_core.config import DataConfig
-from doctags_core.records import BadRecord, Document, dead_letter, parse_record
+from doctags_core.records import (
+    EMPTY_AFTER_CLEANING,
+    BadRecord,
+    Document,
+    TextLimit,
+    dead_letter,
+    document_from_row,
+    observe_fields,
+    row_of,
+)
 from doctags_core.splits import SPLITS, assign_split
 
 
@@ -31,6 +40,8 @@ class DocBatch:
         token_splits: ``[n + 1]`` offsets; document ``i`` has
             ``token_splits[i + 1] - token_splits[i]`` tokens.
         examples: Serialized ``tf.train.Example`` per document.
+        truncated: Documents of the batch whose text was cut to
+            ``preprocess.max_chars``.
     """
 
     ids: list[str]
@@ -38,6 +49,7 @@ class DocBatch:
     splits: list[str]
     token_splits: np.ndarray
     examples: np.ndarray
+    truncated: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -48,20 +60,30 @@ class DocBatch:
         return np.diff(self.token_splits)
 
 
-def parse_batch(records: list[tuple[str, object]], cfg: DataConfig):
+def parse_batch(records: list[tuple[str, object]], cfg: DataConfig, limit: TextLimit | None = None):
     """Parses ``(source, raw)`` records into documents and dead letters.
 
+    Args:
+        records: Raw records from a reader.
+        cfg: Which fields mean what.
+        limit: The longest text kept (`TextLimit`).
+
     Returns:
-        ``(documents, dead_letters)``; together they hold every input record.
+        ``(documents, dead_letters, field_counts)``; documents and dead
+        letters together hold every input record, ``field_counts`` is
+        `records.observe_fields` over the records that parsed into fields.
     """
     docs: list[Document] = []
     dead: list[dict] = []
+    fields: dict = {}
     for source, raw in records:
         try:
-            docs.append(parse_record(raw, cfg))
+            row = row_of(raw)
+            observe_fields(row, cfg, fields)
+            docs.append(document_from_row(row, cfg, limit))
         except BadRecord as e:
             dead.append(dead_letter(source, e.reason, e.detail, raw))
-    return docs, dead
+    return docs, dead, fields
 
 
 def encode_batch(docs: list[Document], encoder, cfg: DataConfig) -> DocBatch:
@@ -91,7 +113,47 @@ def encode_batch(docs: list[Document], encoder, cfg: DataConfig) -> DocBatch:
         splits=splits,
         token_splits=out.token_splits,
         examples=out.examples,
+        truncated=sum(d.truncated for d in docs),
     )
+
+
+def without_empty(batch: DocBatch, texts: list[str] | None = None):
+    """Splits off the documents that have no token left after cleaning.
+
+    An empty document teaches the model nothing and would be trained on
+    as an all-padding example; it becomes an ``empty_after_cleaning`` dead
+    letter instead (counted in ``metadata.json``).
+
+    Args:
+        batch: An encoded batch.
+        texts: The batch's raw texts, for the dead letters.
+
+    Returns:
+        ``(batch of the non-empty documents, dead letters)``.
+    """
+    lengths = batch.lengths
+    empty = np.flatnonzero(lengths == 0)
+    if not len(empty):
+        return batch, []
+    dead = [
+        dead_letter(
+            "",
+            EMPTY_AFTER_CLEANING,
+            f"document {batch.ids[i]!r} has no token after cleaning",
+            {"id": batch.ids[i], "text": texts[i] if texts is not None else ""},
+        )
+        for i in empty.tolist()
+    ]
+    keep = np.flatnonzero(lengths > 0)
+    kept = DocBatch(
+        ids=[batch.ids[i] for i in keep.tolist()],
+        labels=[batch.labels[i] for i in keep.tolist()],
+        splits=[batch.splits[i] for i in keep.tolist()],
+        token_splits=np.concatenate([[0], np.cumsum(lengths[keep])]).astype(np.int64),
+        examples=batch.examples[keep],
+        truncated=batch.truncated,
+    )
+    return kept, dead
 
 
 def examples_by_split(batch: DocBatch):
@@ -138,6 +200,7 @@ def batch_statistics(batch: DocBatch) -> dict:
         "label_assignments": Counter(),
         "length_histogram": {int(n): int(c) for n, c in enumerate(histogram) if c},
         "empty_after_cleaning": int(np.count_nonzero(lengths == 0)),
+        "truncated": int(batch.truncated),
     }
     for split, labels in zip(batch.splits, batch.labels):
         stats["labels"].setdefault(split, Counter()).update(labels)

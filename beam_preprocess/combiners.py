@@ -105,6 +105,7 @@ class StatisticsFn(beam.CombineFn):
             "label_assignments": Counter(),
             "length_histogram": Counter(),
             "empty_after_cleaning": 0,
+            "truncated": 0,
         }
 
     def add_input(self, acc, stats):
@@ -115,6 +116,7 @@ class StatisticsFn(beam.CombineFn):
         acc["length_histogram"].update(stats.get("lengths", ()))
         acc["length_histogram"].update(stats.get("length_histogram", {}))
         acc["empty_after_cleaning"] += stats["empty_after_cleaning"]
+        acc["truncated"] += stats.get("truncated", 0)
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -126,6 +128,39 @@ class StatisticsFn(beam.CombineFn):
 
     def extract_output(self, acc):
         return acc
+
+
+class FieldCountsFn(beam.CombineFn):
+    """Sums the per-batch field counts (`records.observe_fields`) for the data report.
+
+    Field names (``key:...``) are capped at `MAX_FIELD_NAMES`, the most
+    frequent kept, so records with ever-new keys stay a small accumulator.
+    """
+
+    MAX_FIELD_NAMES = 50
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, counts):
+        acc.update({k: v for k, v in counts.items() if k != "distinct_keys"})
+        keys = [k for k in acc if k.startswith("key:")]
+        if len(keys) > 2 * self.MAX_FIELD_NAMES:
+            for k in sorted(keys, key=lambda k: -acc[k])[self.MAX_FIELD_NAMES :]:
+                del acc[k]
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = Counter()
+        for acc in accumulators:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc):
+        keys = sorted((k for k in acc if k.startswith("key:")), key=lambda k: (-acc[k], k))
+        out = {k: v for k, v in acc.items() if not k.startswith("key:")}
+        out.update({k: acc[k] for k in keys[: self.MAX_FIELD_NAMES]})
+        return out
 
 
 class _HashTally:

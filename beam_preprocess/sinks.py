@@ -35,7 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import window
 from apache_beam.utils.windowed_value import WindowedValue
 
-from doctags_core import schema
+from doctags_core import progress, schema
 
 NAMESPACE = "doctags"
 
@@ -163,6 +163,7 @@ class _WriteBundleFiles(beam.DoFn):
         entry[0].write_batch(serialized)
         entry[1] += len(serialized)
         beam.metrics.Metrics.counter(NAMESPACE, f"examples_written_{split}").inc(len(serialized))
+        progress.add(progress.WRITTEN, len(serialized))
 
     def finish_bundle(self):
         for (split, _), (file, count) in self._files.items():
@@ -188,8 +189,8 @@ def _rename(source: str, destination: str) -> None:
     FileSystems.rename([source], [destination])
 
 
-def finalize_files(_, written, data_dir: str, temp_dir: str, splits) -> dict:
-    """Renames every bundle file to ``SPLIT/part-NNNNN-of-MMMMM`` and returns counts.
+def finalize_files(_, written, data_dir: str, temp_dir: str, splits, run_id: str = "") -> dict:
+    """Renames every bundle file to ``SPLIT/part-RUNID-NNNNN-of-MMMMM`` and returns counts.
 
     A split without any record still gets one empty shard, so readers that
     glob a split always find a file.
@@ -211,8 +212,7 @@ def finalize_files(_, written, data_dir: str, temp_dir: str, splits) -> dict:
             files = [(empty.path, 0)]
         total = len(files)
         for i, (path, _) in enumerate(files):
-            name = f"{schema.split_prefix(data_dir, split)}-{i:05d}-of-{total:05d}"
-            _rename(path, name + schema.RECORD_SUFFIX)
+            _rename(path, schema.shard_path(data_dir, split, run_id, i, total))
         summary[split] = {"files": total, "examples": sum(c for _, c in files)}
     if FileSystems.exists(temp_dir):
         FileSystems.delete([temp_dir])
@@ -222,6 +222,10 @@ def finalize_files(_, written, data_dir: str, temp_dir: str, splits) -> dict:
 class WriteTFRecordBatches(beam.PTransform):
     """Writes ``(split, [serialized records])`` to gzip TFRecord shards per split.
 
+    The input may be a tuple of PCollections: each is written where it is
+    produced (no Flatten of the records, which would make a runner hold
+    them all between two stages), and only the file names are combined.
+
     Args:
         data_dir: Output root; shards go to ``data_dir/SPLIT/part-*``.
         splits: Every split name (each gets at least one, maybe empty, shard).
@@ -230,32 +234,48 @@ class WriteTFRecordBatches(beam.PTransform):
             number of shards per split there; on Dataflow more bundles
             mean more, smaller files).
         compression_level: zlib level, 1 (fast) to 9 (small).
+        run_id: Written into every shard's name (`schema.shard_path`).
 
     Returns:
         A single-element PCollection: ``{split: {"files": n, "examples": n}}``.
     """
 
-    def __init__(self, data_dir: str, splits, files_per_bundle: int, compression_level: int):
+    def __init__(
+        self,
+        data_dir: str,
+        splits,
+        files_per_bundle: int,
+        compression_level: int,
+        run_id: str = "",
+    ):
         super().__init__()
         self._data_dir = data_dir
         self._splits = tuple(splits)
         self._files_per_bundle = files_per_bundle
         self._level = compression_level
+        self._run_id = run_id
 
     def expand(self, batches):
         temp_dir = os.path.join(self._data_dir, f".temp-{uuid.uuid4().hex}")
-        written = batches | "WriteBundleFiles" >> beam.ParDo(
-            _WriteBundleFiles(temp_dir, self._files_per_bundle, self._level)
-        )
+        parts = batches if isinstance(batches, tuple) else (batches,)
+        written = [
+            part
+            | f"WriteBundleFiles{i or ''}"
+            >> beam.ParDo(_WriteBundleFiles(temp_dir, self._files_per_bundle, self._level))
+            for i, part in enumerate(parts)
+        ]
+        if len(written) > 1:  # file names only: the records never meet
+            written = [tuple(written) | "AllBundleFiles" >> beam.Flatten()]
         return (
-            batches.pipeline
+            parts[0].pipeline
             | "FinalizeTrigger" >> beam.Create([None])
             | "RenameShards"
             >> beam.Map(
                 finalize_files,
-                beam.pvalue.AsList(written),
+                beam.pvalue.AsList(written[0]),
                 self._data_dir,
                 temp_dir,
                 self._splits,
+                self._run_id,
             )
         )

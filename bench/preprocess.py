@@ -359,6 +359,13 @@ def main() -> int:
         help="Beam runner of the tf.Transform peer (DirectRunner would try Prism first)",
     )
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the doctags runs (doctags preprocess --set)",
+    )
     parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
 
@@ -384,6 +391,7 @@ def main() -> int:
                 "preprocess",
                 "--config",
                 config,
+                *[arg for pair in args.set for arg in ("--set", pair)],
                 "--",
                 "--runner=DirectRunner",
             ]
@@ -401,7 +409,8 @@ def main() -> int:
             rows.append(
                 {
                     "documents": n,
-                    "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})",
+                    "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})"
+                    + "".join(f", {pair}" for pair in args.set),
                     "seconds": wall,
                     "cpu_seconds": cpu,
                     "docs_per_s": n / wall,

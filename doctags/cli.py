@@ -1,16 +1,21 @@
 """The ``doctags`` command line: thin parsing over the stages' library functions.
 
-doctags preprocess --config C [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
+doctags [-v] COMMAND ...   (-v: also the libraries' logs: Beam, TensorFlow, absl, CUDA probing)
+doctags preprocess --config C [--strict] [--set KEY=VALUE ...] [-- BEAM_OPTIONS ...]
 doctags train      --config C
 doctags export     --config C [--overwrite]
 doctags evaluate   --config C [--model DIR] [--split test]
 doctags predict    (--model DIR | --server URL [--model-name N]) (TEXT ... | --input FILE)
 doctags predict    --model DIR --input GLOB [--input GLOB ...] --output DIR [-- BEAM_OPTIONS]
 doctags serve      --model-base-path DIR [--model-name N] [--rest-port P] [--grpc-port P]
-doctags run        --config C [--overwrite]    (all of the above, in order)
+doctags run        --config C [--strict] [--overwrite]    (all of the above, in order)
 doctags synth      --out DIR [--documents N] [--labels N] [--format jsonl|csv|parquet|tfrecord]
 doctags init       --input FILE [--out CONFIG]  (a commented config for your data)
 doctags config     --explain [KEY] [--markdown] (every config key, its default and meaning)
+
+Exit status: 0 done; 1 failed; 2 a config, input or data-folder problem found
+before any work (the message names the key or the file); 3 the data report
+rejected the preprocessed data (nothing published, the previous dataset kept).
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ import sys
 import time
 from collections.abc import Iterator
 
+from doctags import console
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 import yaml  # noqa: E402
 
 from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
+from doctags_core.data_checks import DataRejected, format_report  # noqa: E402
+from doctags_core.data_files import DataError  # noqa: E402
 from doctags_core.data_sample import SampleError  # noqa: E402
 from doctags_core.field_detection import DetectionError  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
@@ -63,11 +72,14 @@ def _config(args) -> Config:
 
 
 def cmd_preprocess(cfg: Config, args) -> dict:
-    """Runs the Beam job and prints its summary."""
+    """Runs the Beam job, prints its summary and the data report."""
     from beam_preprocess.pipeline import run_preprocess
+    from doctags_core.data_files import read_report
 
     started = time.time()
-    metadata = run_preprocess(cfg, args.beam_args)
+    metadata = run_preprocess(
+        cfg, args.beam_args, strict=args.strict, terminal=getattr(args, "terminal", None)
+    )
     docs, dead = metadata["documents"], metadata["dead_letter"]
     print(
         f"preprocess: {metadata['records_read']} records read in {time.time() - started:.1f}s: "
@@ -76,8 +88,11 @@ def cmd_preprocess(cfg: Config, args) -> dict:
     )
     print(
         f"  vocabulary {metadata['vocabulary_size']} tokens, "
-        f"{metadata['label_vocabulary_size']} labels -> {cfg.data_dir}"
+        f"{metadata['label_vocabulary_size']} labels -> {cfg.data_dir} (run {metadata['run_id']})"
     )
+    report = read_report(cfg.data_dir)
+    if report is not None and report["findings"]:
+        print(format_report(report, args.strict))
     return metadata
 
 
@@ -435,7 +450,12 @@ def cmd_config(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="doctags", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, with the libraries' logs (Beam, TensorFlow, absl, CUDA probing)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -450,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config("preprocess", "Beam job: raw documents -> TFRecords + vocabularies")
+    strict_help = "treat data-report warnings as errors (the dataset is then not published)"
+    p = with_config("preprocess", "Beam job: raw documents -> TFRecords + vocabularies")
+    p.add_argument("--strict", action="store_true", help=strict_help)
     with_config("train", "train under MirroredStrategy and pick the threshold")
     p = with_config("export", "write the raw-string SavedModel")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -458,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="SavedModel (default: the config's export)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p = with_config("run", "preprocess, train, export and evaluate")
+    p.add_argument("--strict", action="store_true", help=strict_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing export version")
     p = sub.add_parser("predict", help="tag raw texts with an exported model or a server")
     where = p.add_mutually_exclusive_group(required=True)
@@ -582,7 +605,14 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``doctags`` console script."""
+    """Entry point of the ``doctags`` console script.
+
+    Args:
+        argv: The arguments; None reads the command line, and then (a real
+            process of its own, not a caller's) native library logs are
+            filtered from stderr too unless ``-v`` (`console.NativeLogFilter`).
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args: list[str] = []
     if "--" in argv:  # everything after -- goes to Beam untouched
@@ -590,10 +620,18 @@ def main(argv: list[str] | None = None) -> int:
         argv, beam_args = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.beam_args = beam_args
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    args.terminal = console.stderr_is_terminal()
+    console.set_native_log_level(args.verbose)
+    console.configure_logging(args.verbose)
+    native = console.NativeLogFilter() if own_process and not args.verbose else None
+    try:
+        return _run_command(args)
+    finally:
+        if native is not None:
+            native.close()
+
+
+def _run_command(args) -> int:
     try:
         if args.command == "predict":
             cmd_predict(args)
@@ -608,9 +646,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = _config(args)
             COMMANDS[args.command](cfg, args)
-    except (ConfigError, SampleError, DetectionError, FileNotFoundError, FileExistsError) as e:
+    except (
+        ConfigError,
+        DataError,
+        SampleError,
+        DetectionError,
+        FileNotFoundError,
+        FileExistsError,
+    ) as e:
         print(f"doctags {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except DataRejected as e:
+        print(f"doctags {args.command}: {e}", file=sys.stderr)
+        return 3
     except ServingError as e:
         print(f"doctags {args.command}: server error: {e}", file=sys.stderr)
         return 1

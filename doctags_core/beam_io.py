@@ -25,7 +25,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from doctags_core import readers, schema
+from doctags_core import progress, readers, records, schema
 from doctags_core.config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,44 @@ def input_format(pattern: str, configured: str) -> str:
     )
 
 
-class ReadFileBatches(beam.DoFn):
-    """Streams one file into batches of raw records (see `readers`)."""
+def file_format(path: str, configured: str) -> str | None:
+    """`input_format` of one matched file, or None when it cannot be told."""
+    try:
+        return input_format(path, configured)
+    except ValueError:
+        return None
 
-    def __init__(self, cfg: DataConfig, batch_size: int):
+
+class ReadFileBatches(beam.DoFn):
+    """Streams one file into batches of raw records (see `readers`).
+
+    A file that cannot be opened or read to its end is one
+    ``unreadable_file`` dead letter naming it (after the records read
+    before the damage, which are kept), never a failed job: one bad file
+    among thousands must not cost the corpus.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        batch_size: int,
+        max_record_bytes: int | None = None,
+        counted: bool = True,
+    ):
         self._cfg = cfg
         self._batch_size = batch_size
+        self._max_record_bytes = max_record_bytes
+        self._counted = counted
+
+    def _count_read(self, n: int = 1) -> None:
+        if self._counted:
+            beam.metrics.Metrics.counter(NAMESPACE, "records_read").inc(n)
+            progress.add(progress.READ, n)
+
+    def _count_dead(self, reason: str) -> None:
+        if self._counted:
+            beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{reason}").inc()
+            progress.add(progress.DEAD)
 
     def _items(self, fmt: str, path: str, stream):
         n = self._batch_size
@@ -78,30 +110,45 @@ class ReadFileBatches(beam.DoFn):
         if fmt == "parquet":
             return readers.iter_parquet_batches(stream, path, n, self._cfg)
         if fmt == "csv":
-            return readers.iter_csv_batches(stream, path, n)
-        return readers.iter_jsonl_batches(stream, path, n)
+            return readers.iter_csv_batches(stream, path, n, self._max_record_bytes)
+        return readers.iter_jsonl_batches(stream, path, n, self._max_record_bytes)
+
+    def _open(self, fmt: str, path: str):
+        if fmt == "tfrecord":
+            return None  # tf.data opens the file itself
+        if fmt == "parquet":
+            return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        return readers.open_text_input(path)
 
     def process(self, fmt_path):
         fmt, path = fmt_path
-        read = beam.metrics.Metrics.counter(NAMESPACE, "records_read")
-        if fmt == "tfrecord":
-            stream = None  # tf.data opens the file itself
-        elif fmt == "parquet":
-            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        else:
-            stream = readers.open_text_input(path)
+        done = 0
+        stream = None
         try:
+            if fmt is None:
+                raise ValueError("cannot tell its format from the extension; set data.format")
+            stream = self._open(fmt, path)
             for item in self._items(fmt, path, stream):
                 if isinstance(item, dict):  # a dead letter: a record the reader could not split
-                    read.inc()
-                    beam.metrics.Metrics.counter(NAMESPACE, f"dead_letter_{item['reason']}").inc()
+                    self._count_read()
+                    self._count_dead(item["reason"])
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, item)
                 else:
-                    read.inc(len(item))
+                    done += len(item)
+                    self._count_read(len(item))
                     yield item
+        except Exception as e:  # noqa: BLE001 - any failure of one file is that file's dead letter
+            self._count_read()
+            self._count_dead(records.UNREADABLE_FILE)
+            if self._counted:
+                log.warning("unreadable input file %s: %s: %s", path, type(e).__name__, e)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, readers.unreadable(path, e, done))
         finally:
             if stream is not None:
-                stream.close()
+                try:
+                    stream.close()
+                except Exception:  # noqa: BLE001 - closing a damaged stream may fail again
+                    pass
 
 
 class ReadRawRecords(beam.PTransform):
@@ -109,37 +156,41 @@ class ReadRawRecords(beam.PTransform):
 
     Files are matched, spread over workers (a reshuffle of the file names
     only, never of the data), and each file is streamed into batches of
-    ``batch_size`` records by the reader of its format. JSONL lines are kept
-    as bytes (not decoded) so that invalid UTF-8 becomes a dead letter
-    instead of crashing the reader; CSV is parsed by the csv module (quoted
-    newlines work); Parquet is read one record batch at a time; TFRecord
-    entries are decoded from ``tf.train.Example``. What a reader cannot
-    split into records goes to the dead-letter output.
+    ``batch_size`` records by the reader of its format (from the config, or
+    each file's extension). JSONL lines are kept as bytes (not decoded) so
+    that invalid UTF-8 becomes a dead letter instead of crashing the
+    reader; CSV is parsed by the csv module (quoted newlines work); Parquet
+    is read one record batch at a time; TFRecord entries are decoded from
+    ``tf.train.Example``. What a reader cannot split into records, and
+    every file it cannot read, goes to the dead-letter output.
     """
 
-    def __init__(self, cfg: DataConfig, batch_size: int):
+    def __init__(
+        self,
+        cfg: DataConfig,
+        batch_size: int,
+        max_record_bytes: int | None = None,
+        counted: bool = True,
+    ):
         super().__init__()
         self._cfg = cfg
         self._batch_size = batch_size
+        self._max_record_bytes = max_record_bytes
+        self._counted = counted  # False for a second read (metrics and progress count once)
 
     def expand(self, pbegin):
         files = []
         for i, pattern in enumerate(self._cfg.input_pattern):
-            fmt = input_format(pattern, self._cfg.format)
             files.append(
                 pbegin
                 | f"Match{i}" >> fileio.MatchFiles(pattern)
-                | f"Format{i}" >> beam.Map(lambda m, fmt: (fmt, m.path), fmt)
+                | f"Format{i}"
+                >> beam.Map(lambda m, fmt: (file_format(m.path, fmt), m.path), self._cfg.format)
             )
-        read = (
-            tuple(files)
-            | "AllFiles" >> beam.Flatten()
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadFileBatches"
-            >> beam.ParDo(ReadFileBatches(self._cfg, self._batch_size)).with_outputs(
-                DEAD_LETTER_TAG, main="records"
-            )
-        )
+        names = tuple(files) | "AllFiles" >> beam.Flatten() | "SpreadFiles" >> beam.Reshuffle()
+        read = names | "ReadFileBatches" >> beam.ParDo(
+            ReadFileBatches(self._cfg, self._batch_size, self._max_record_bytes, self._counted)
+        ).with_outputs(DEAD_LETTER_TAG, main="records")
         return {"records": read.records, DEAD_LETTER_TAG: read[DEAD_LETTER_TAG]}
 
 

@@ -66,6 +66,12 @@ class DataConfig:
         allow_unlabeled: Keep documents whose label list is empty (as
             all-negative examples, "no tag applies") instead of
             dead-lettering them with reason ``missing_labels``.
+        numeric_labels: Accept integer label values (a JSON ``[1, 2]``, a
+            Parquet or TFRecord int64 list) as the label names ``"1"`` and
+            ``"2"``. Off by default: numbers where names are expected are
+            usually a wrong ``label_field`` (a count, a class index of
+            another scheme), so such records are ``invalid_labels`` dead
+            letters. Floats and booleans are never labels.
     """
 
     input_pattern: tuple[str, ...] = ()
@@ -78,6 +84,7 @@ class DataConfig:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     allow_unlabeled: bool = False
+    numeric_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,40 @@ class PreprocessConfig:
             two parts instead. 2 is the measured best on 2 cores (about 15%
             faster than 1 thread with two parts); about the cores a worker
             has, divided by the worker harness threads on a cluster.
+        max_chars: Longest document text kept, in characters (of the
+            joined ``text_fields``, before cleaning). 100,000 characters
+            are about 15,000 words: 50 times what the sequence models read
+            (``model.sequence_length``), longer than nearly every article,
+            abstract or synopsis, and a bounded cost per document (a few MB
+            in the encoder at most), so one huge record cannot blow up a
+            worker. Raise it for book-length documents and bag-of-words
+            models.
+        oversize: What happens to a document longer than ``max_chars``:
+            ``truncate`` keeps its first ``max_chars`` characters (counted
+            in ``metadata.json`` as ``truncated_documents``);
+            ``dead_letter`` sends it to the dead letters with reason
+            ``too_long``.
+        max_record_bytes: Longest raw record a reader holds, in bytes: a
+            JSONL line or a CSV line. A longer one is skipped as it
+            streams past (never held whole) and becomes a
+            ``record_too_large`` dead letter. 64 MiB leaves room for a
+            record whose text is then truncated to ``max_chars``, and stops
+            a file that is one giant line (a JSON array saved as
+            ``.jsonl``) from being read into memory. Parquet and TFRecord
+            records are read whole by their libraries.
+        max_dead_letter_fraction: The job fails (exit status 3, the
+            previous dataset left in place) when more than this share of
+            the records read are dead letters, not counting ``duplicate``
+            (removed on purpose by ``dedupe``). 0.1: a few percent of
+            broken lines is common in scraped corpora, while a wrong field
+            name, delimiter or format dead-letters most records.
+        duplicate_ids: ``dead_letter``: when several records share an id,
+            the one with the smallest ``(text, labels)`` is kept and the
+            others are dead letters with reason ``duplicate_id`` (an id
+            names one document; two texts under one id would also land in
+            the same split by construction). Finding them reads the input
+            a second time (ids only, 16 bytes per document in memory), as
+            ``dedupe`` does; ``keep`` skips that pass and keeps them all.
     """
 
     runner: str = "DirectRunner"
@@ -147,6 +188,11 @@ class PreprocessConfig:
     compression_level: int = 1
     dedupe: bool = False
     encode_threads: int = 2
+    max_chars: int = 100_000
+    oversize: str = "truncate"
+    max_record_bytes: int = 64 << 20
+    max_dead_letter_fraction: float = 0.1
+    duplicate_ids: str = "dead_letter"
 
 
 @dataclass(frozen=True)
@@ -443,6 +489,8 @@ THRESHOLD_METRICS = ("micro_f1", "macro_f1", "samples_f1")
 LOSSES = ("bce", "weighted_bce", "focal")
 SAMPLE_WEIGHTS = ("none", "balanced")
 TOKENIZERS = ("word", "wordpiece")
+OVERSIZE = ("truncate", "dead_letter")
+DUPLICATE_IDS = ("dead_letter", "keep")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -547,6 +595,19 @@ def _validate(cfg: Config) -> None:
         "encode_threads",
     ):
         _check(getattr(p, key) >= 1, f"preprocess.{key}", "must be at least 1")
+    _check(p.max_chars >= 1, "preprocess.max_chars", "must be at least 1")
+    _check(p.oversize in OVERSIZE, "preprocess.oversize", f"must be one of {OVERSIZE}")
+    _check(p.max_record_bytes >= 1024, "preprocess.max_record_bytes", "must be at least 1024")
+    _check(
+        0 <= p.max_dead_letter_fraction <= 1,
+        "preprocess.max_dead_letter_fraction",
+        "must be in [0, 1]",
+    )
+    _check(
+        p.duplicate_ids in DUPLICATE_IDS,
+        "preprocess.duplicate_ids",
+        f"must be one of {DUPLICATE_IDS}",
+    )
     _check(p.num_shards >= 0, "preprocess.num_shards", "must be 0 (runner decides) or more")
     _check(
         1 <= p.compression_level <= 9,

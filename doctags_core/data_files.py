@@ -10,11 +10,17 @@ benchmarks read them only through this module, so a file's format and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 
 from doctags_core import schema
+from doctags_core.splits import SPLITS
+
+
+class DataError(ValueError):
+    """A dataset folder that must not be trained on; the message says why and what to do."""
 
 
 def _gfile():
@@ -50,6 +56,82 @@ def read_metadata(data_dir: str) -> dict:
         raise FileNotFoundError(f"{path} is missing; run preprocess first")
     with _gfile().GFile(path) as f:
         return json.load(f)
+
+
+def read_report(data_dir: str) -> dict | None:
+    """``report.json``, the data report of the run (None for a dataset without one)."""
+    path = os.path.join(data_dir, schema.REPORT_FILE)
+    if not _gfile().exists(path):
+        return None
+    with _gfile().GFile(path) as f:
+        return json.load(f)
+
+
+def _digest(path: str) -> str:
+    with _gfile().GFile(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _foreign_shards(data_dir: str, metadata: dict) -> list[str]:
+    """Problems with the split folders: shards of another run, or missing ones."""
+    run_id = metadata["run_id"]
+    problems = []
+    for split in SPLITS:
+        shards = sorted(_gfile().glob(schema.split_pattern(data_dir, split)))
+        foreign = [p for p in shards if schema.shard_run_id(p) != run_id]
+        if foreign:
+            names = ", ".join(os.path.basename(p) for p in foreign[:3])
+            problems.append(f"{split}/ holds {len(foreign)} shard(s) of another run ({names})")
+        own = len(shards) - len(foreign)
+        expected = metadata.get("files_written", {}).get(split)
+        if expected is not None and own != expected:
+            problems.append(
+                f"{split}/ has {own} shard(s) of this run, metadata.json says {expected}"
+            )
+    return problems
+
+
+def check_dataset(data_dir: str) -> dict:
+    """Checks that every file of a dataset folder belongs to its metadata.json.
+
+    The Beam job writes a run id into metadata.json and into every shard's
+    name, and the SHA-256 of the vocabularies and label files into
+    metadata.json; a folder that mixes runs (a run killed while its files
+    were being moved into place, files copied in by hand) would otherwise
+    train on one run's shards with another's label list.
+
+    Returns:
+        The metadata.
+
+    Raises:
+        FileNotFoundError: no metadata.json (no finished preprocess run).
+        DataError: files of another run, a missing or changed file, or an
+            empty label vocabulary.
+    """
+    metadata = read_metadata(data_dir)
+    again = "; run doctags preprocess again"
+    if not metadata.get("run_id"):
+        raise DataError(
+            f"{data_dir}: metadata.json has no run id (an older doctags wrote it){again}"
+        )
+    problems = _foreign_shards(data_dir, metadata)
+    for name, digest in sorted(metadata.get("files", {}).items()):
+        path = os.path.join(data_dir, name)
+        if not _gfile().exists(path):
+            problems.append(f"{name} is missing")
+        elif _digest(path) != digest:
+            problems.append(f"{name} is not the file of run {metadata['run_id']}")
+    if problems:
+        raise DataError(
+            f"{data_dir} does not hold one complete preprocess run "
+            f"(metadata.json: run {metadata['run_id']}): " + "; ".join(problems) + again
+        )
+    if not load_labels(data_dir):
+        raise DataError(
+            f"{data_dir}: the label vocabulary is empty (no train or validation document has a "
+            f"label); see {os.path.join(data_dir, schema.REPORT_FILE)}"
+        )
+    return metadata
 
 
 def load_label_counts(data_dir: str, labels: list[str]) -> tuple[list[int], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 
 # The dtype of every 0/1 label matrix outside TensorFlow (multi_hot, decisions,
@@ -19,15 +20,48 @@ class LabelError(ValueError):
     """A label value that cannot be read as a list of label names."""
 
 
-def parse_labels(value, delimiter: str = ",") -> list[str]:
+# Characters a label name never holds: a double quote or a bracket is what is
+# left of broken CSV quoting or a half-parsed list (``topic-09"``, ``["a"``);
+# control characters (newlines, tabs) of a field that swallowed the next one.
+_NOT_IN_NAMES = re.compile(r'["\[\]{}\x00-\x1f\x7f]')
+
+
+def _label_name(item, numeric: bool) -> str:
+    """One label value as a name, or LabelError saying why it is not one."""
+    if isinstance(item, str):
+        name = item.strip()
+        bad = _NOT_IN_NAMES.search(name)
+        if bad:
+            raise LabelError(
+                f"label {name!r} holds {bad.group()!r} (broken quoting or a half-parsed list?)"
+            )
+        return name
+    if isinstance(item, int) and not isinstance(item, bool) and numeric:
+        return str(item)
+    if isinstance(item, int) and not isinstance(item, bool):
+        raise LabelError(
+            f"label {item!r} is a number, not a name; set data.numeric_labels: true "
+            "to use numbers as label names"
+        )
+    raise LabelError(f"label {item!r} is a {type(item).__name__}, not a name")
+
+
+def parse_labels(value, delimiter: str = ",", numeric: bool = False) -> list[str]:
     """Reads a label field into a list of distinct, stripped label names.
 
     Accepts a list (from JSON), a JSON-list string (``'["a", "b"]'``, common
     in CSV exports) or a delimited string (``"drama, murder ,violence"``).
     Blank names are dropped and the first occurrence order is kept.
 
+    Only strings are names: a number is one only with ``numeric`` (then
+    ``1`` is the name ``"1"``), never a float or a boolean, and a name
+    holding a double quote, a bracket, a brace or a control character is
+    rejected (what broken quoting leaves behind), so that none of these
+    becomes a label silently.
+
     Raises:
-        LabelError: if ``value`` is None or of an unsupported type.
+        LabelError: if ``value`` is None, of an unsupported type, or holds
+            a value that is not a label name.
     """
     if value is None:
         raise LabelError("missing labels")
@@ -40,13 +74,13 @@ def parse_labels(value, delimiter: str = ",") -> list[str]:
                 raise LabelError(f"labels look like a JSON list but do not parse: {e}") from e
         else:
             value = stripped.split(delimiter)
+    elif isinstance(value, int) and not isinstance(value, bool) and numeric:
+        value = [value]
     if not isinstance(value, (list, tuple)):
         raise LabelError(f"labels must be a list or a string, got {type(value).__name__}")
     names: list[str] = []
     for item in value:
-        if isinstance(item, (dict, list)) or item is None:
-            raise LabelError(f"label {item!r} is not a name")
-        name = str(item).strip()
+        name = _label_name(item, numeric)
         if name and name not in names:
             names.append(name)
     return names

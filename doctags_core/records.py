@@ -27,8 +27,12 @@ INVALID_LABELS = "invalid_labels"
 MISSING_ID = "missing_id"
 INVALID_SPLIT = "invalid_split"
 INVALID_EXAMPLE = "invalid_example"  # a TFRecord entry that is not a tf.train.Example
-UNREADABLE_FILE = "unreadable_file"  # a Parquet or TFRecord file that cannot be read
+UNREADABLE_FILE = "unreadable_file"  # a file (or its rest) that cannot be read, any format
 DUPLICATE = "duplicate"  # same normalized text as a kept document (preprocess.dedupe)
+DUPLICATE_ID = "duplicate_id"  # another record has the same id (preprocess.duplicate_ids)
+TOO_LONG = "too_long"  # text over preprocess.max_chars with preprocess.oversize: dead_letter
+RECORD_TOO_LARGE = "record_too_large"  # a raw line over preprocess.max_record_bytes
+EMPTY_AFTER_CLEANING = "empty_after_cleaning"  # no token left once cleaned
 
 _MAX_RECORD_CHARS = 20000  # keep dead-letter files readable on huge bad rows
 # Lone surrogates: undecodable bytes kept by ``surrogateescape`` (CSV,
@@ -39,12 +43,34 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 @dataclass(frozen=True)
 class Document:
-    """One valid input document, before cleaning."""
+    """One valid input document, before cleaning.
+
+    Attributes:
+        doc_id: The document id (``data.id_field``, or a hash of the text).
+        text: The joined text fields, at most ``preprocess.max_chars``.
+        labels: Distinct label names.
+        given_split: The split named in the data, canonical, or None.
+        truncated: The text was cut to ``preprocess.max_chars``.
+    """
 
     doc_id: str
     text: str
     labels: tuple[str, ...]
     given_split: str | None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class TextLimit:
+    """How long a document's text may be, and what happens beyond.
+
+    Attributes:
+        max_chars: Characters kept (``preprocess.max_chars``); None: no limit.
+        oversize: ``truncate`` or ``dead_letter`` (``preprocess.oversize``).
+    """
+
+    max_chars: int | None = None
+    oversize: str = "truncate"
 
 
 class BadRecord(Exception):
@@ -59,7 +85,8 @@ class BadRecord(Exception):
 def dead_letter(source: str, reason: str, detail: str, raw) -> dict:
     """The JSON-serializable dead-letter entry for one bad record."""
     if isinstance(raw, bytes):
-        record = raw.decode("utf-8", errors="backslashreplace")
+        # Cut before decoding: a huge bad line is not copied whole again.
+        record = raw[: 4 * _MAX_RECORD_CHARS].decode("utf-8", errors="backslashreplace")
     elif isinstance(raw, dict):
         record = json.dumps(raw, ensure_ascii=True, default=str)
     else:
@@ -87,6 +114,17 @@ def _parse_json_object(text: str) -> dict:
     if not isinstance(obj, dict):
         raise BadRecord(INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _limited(text: str, limit: TextLimit | None) -> tuple[str, bool]:
+    """``(text, truncated)`` under ``limit``; BadRecord when it must be dead-lettered."""
+    if limit is None or limit.max_chars is None or len(text) <= limit.max_chars:
+        return text, False
+    if limit.oversize == "dead_letter":
+        raise BadRecord(
+            TOO_LONG, f"{len(text)} characters, over preprocess.max_chars={limit.max_chars}"
+        )
+    return text[: limit.max_chars], True
 
 
 def _text_of(row: dict, cfg: DataConfig) -> str:
@@ -117,17 +155,22 @@ def _id_of(row: dict, cfg: DataConfig, text: str) -> str:
     return str(raw_id).strip()
 
 
-def document_from_row(row: dict, cfg: DataConfig) -> Document:
+def document_from_row(row: dict, cfg: DataConfig, limit: TextLimit | None = None) -> Document:
     """Validates one record's fields and builds a `Document`.
+
+    Args:
+        row: The record's fields.
+        cfg: Which fields mean what.
+        limit: The longest text kept (`TextLimit`); None: no limit.
 
     Raises:
         BadRecord: with the reason the record cannot be used.
     """
-    text = _text_of(row, cfg)
+    text, truncated = _limited(_text_of(row, cfg), limit)
     if cfg.label_field not in row or row[cfg.label_field] is None:
         raise BadRecord(MISSING_LABELS, f"no field {cfg.label_field!r}")
     try:
-        labels = parse_labels(row[cfg.label_field], cfg.label_delimiter)
+        labels = parse_labels(row[cfg.label_field], cfg.label_delimiter, cfg.numeric_labels)
     except LabelError as e:
         raise BadRecord(INVALID_LABELS, str(e)) from e
     if not labels and not cfg.allow_unlabeled:
@@ -138,7 +181,21 @@ def document_from_row(row: dict, cfg: DataConfig) -> Document:
         given_split = normalize_split(row[cfg.split_field])
         if given_split is None:
             raise BadRecord(INVALID_SPLIT, f"unknown split {row[cfg.split_field]!r}")
-    return Document(doc_id, text, tuple(labels), given_split)
+    return Document(doc_id, text, tuple(labels), given_split, truncated)
+
+
+def record_id(row: dict, cfg: DataConfig) -> str | None:
+    """The id `document_from_row` would give ``row``, without validating the rest.
+
+    The first pass that finds repeated ids (`preprocess.duplicate_ids`)
+    needs only this; None when the row has no usable id (the main pass
+    dead-letters it).
+    """
+    raw_id = row.get(cfg.id_field)
+    if raw_id is None:
+        return None
+    doc_id = str(raw_id).strip()
+    return doc_id or None
 
 
 def normalized_text_hash(text: str) -> int:
@@ -150,6 +207,12 @@ def normalized_text_hash(text: str) -> int:
     """
     folded = " ".join(text.casefold().split())
     digest = hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def id_hash(doc_id: str) -> int:
+    """A 64-bit hash of a document id, stable across processes (repeated ids)."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
 
@@ -194,38 +257,101 @@ def row_from_example(serialized: bytes, cfg: DataConfig) -> dict:
     return row
 
 
-def iter_csv_rows(binary_stream, source: str):
+class _BoundedLines:
+    """Lines of a text stream, each at most ``limit`` characters.
+
+    A longer line is skipped as it streams past (read ``limit`` characters
+    at a time, never held whole) and counted in ``skipped``; the csv
+    module, which reads one line at a time, never sees it.
+    """
+
+    def __init__(self, stream, limit: int):
+        self._stream = stream
+        self._limit = limit
+        self.skipped: list[int] = []  # sizes (in characters, at least) of skipped lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            line = self._stream.readline(self._limit + 1)
+            if not line:
+                raise StopIteration
+            if len(line) <= self._limit or line.endswith("\n"):
+                return line
+            size = len(line)
+            while line and not line.endswith("\n"):
+                line = self._stream.readline(self._limit)
+                size += len(line)
+            self.skipped.append(size)
+
+
+def iter_csv_rows(binary_stream, source: str, max_record_bytes: int | None = None):
     """Yields ``(row_dict, None)`` or ``(None, dead_letter)`` for each CSV row.
 
     Undecodable bytes are kept as surrogates so that the row can still be
     split and then dead-lettered with reason ``invalid_utf8`` by the parser.
-    A row whose field count differs from the header's is ``invalid_csv``.
-    A UTF-8 byte order mark (Excel writes one) is dropped, so the first
-    column keeps its plain name.
+    A row whose field count differs from the header's is ``invalid_csv``. A
+    UTF-8 byte order mark before the header is dropped (Excel writes one;
+    it would otherwise become part of the first column's name). A line or a
+    quoted field longer than ``max_record_bytes`` characters is
+    ``record_too_large`` (reading resumes at the next line), and a read
+    error (a truncated gzip) ends the file with ``unreadable_file`` after
+    the rows read before it.
     """
     import csv
     import io
 
+    from doctags_core.readers import read_errors, unreadable
+
+    limit = max_record_bytes or (1 << 62)
+    csv.field_size_limit(min(limit, 2**31 - 1))  # the module's default is 131,072 characters
     stream = io.TextIOWrapper(
         binary_stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
     )
-    reader = csv.reader(stream)
+    lines = _BoundedLines(stream, limit)
+    reader = csv.reader(lines)
+    errors = read_errors()
+    rows = 0
     try:
         header = next(reader)
     except StopIteration:
         return
+    except errors as e:
+        yield None, unreadable(source, e, 0)
+        return
+
+    def too_long_lines():
+        while lines.skipped:
+            size = lines.skipped.pop(0)
+            detail = f"a line of {size} characters, over preprocess.max_record_bytes={limit}"
+            yield None, dead_letter(source, RECORD_TOO_LARGE, detail, "")
+
     line = 1
     while True:
         try:
             fields = next(reader)
         except StopIteration:
+            yield from too_long_lines()
+            return
+        except errors as e:
+            yield from too_long_lines()
+            yield None, unreadable(source, e, rows)
             return
         except csv.Error as e:
+            yield from too_long_lines()
+            if "field larger than field limit" in str(e):
+                detail = f"row after line {line}: a field over preprocess.max_record_bytes={limit}"
+                yield None, dead_letter(source, RECORD_TOO_LARGE, detail, "")
+                continue  # the csv module resumes at the next line
             yield None, dead_letter(source, INVALID_CSV, f"row after line {line}: {e}", "")
             return  # the csv module cannot resynchronise after a hard error
+        yield from too_long_lines()
         line = reader.line_num
         if not fields:
             continue  # a blank line is not a record in CSV
+        rows += 1
         if len(fields) != len(header):
             detail = f"line {line}: {len(fields)} fields, header has {len(header)}"
             yield (
@@ -238,6 +364,20 @@ def iter_csv_rows(binary_stream, source: str):
         yield dict(zip(header, fields)), None
 
 
+def row_of(raw) -> dict:
+    """The fields of a raw record: a JSONL line (bytes or str) or a row dict.
+
+    Raises:
+        BadRecord: ``invalid_utf8`` or ``invalid_json``.
+    """
+    if isinstance(raw, dict):
+        return raw
+    text = _decode_line(raw) if isinstance(raw, bytes) else raw
+    if text.startswith("\ufeff"):  # a byte order mark (first line of a file, or concatenated)
+        text = text[1:]
+    return _parse_json_object(text)
+
+
 def parse_unlabeled(raw, cfg: DataConfig) -> tuple[str, str]:
     """``(id, text)`` of a record to be tagged: labels and split, if any, are ignored.
 
@@ -247,19 +387,51 @@ def parse_unlabeled(raw, cfg: DataConfig) -> tuple[str, str]:
     Raises:
         BadRecord: with the reason the record cannot be tagged.
     """
-    if not isinstance(raw, dict):
-        raw = _parse_json_object(_decode_line(raw) if isinstance(raw, bytes) else raw)
+    raw = row_of(raw)
     text = _text_of(raw, cfg)
     return _id_of(raw, cfg, text), text
 
 
-def parse_record(raw, cfg: DataConfig) -> Document:
+def parse_record(raw, cfg: DataConfig, limit: TextLimit | None = None) -> Document:
     """Parses a JSONL line (bytes or str) or a CSV row (dict) into a Document.
 
     Raises:
         BadRecord: with the reason the record cannot be used.
     """
-    if isinstance(raw, dict):
-        return document_from_row(raw, cfg)
-    text = _decode_line(raw) if isinstance(raw, bytes) else raw
-    return document_from_row(_parse_json_object(text), cfg)
+    return document_from_row(row_of(raw), cfg, limit)
+
+
+# Field names counted per batch for the data report: enough to show what a
+# file holds when a configured field is missing, bounded however wild the keys.
+_MAX_KEYS = 50
+
+
+def observe_fields(row: dict, cfg: DataConfig, counts: dict) -> None:
+    """Adds one parsed row to the per-field counts of the data report.
+
+    ``counts`` gets ``rows``, ``present:F`` (the field is there and not
+    null) for every configured field, ``text:F`` (it holds non-blank text)
+    for each text field, and ``key:K`` for the row's field names (at most
+    `_MAX_KEYS` distinct ones). A misspelled ``text_fields`` entry shows up
+    as a field that is never present, instead of training on the others.
+    """
+    counts["rows"] = counts.get("rows", 0) + 1
+    for name in (*cfg.text_fields, cfg.label_field, cfg.id_field, cfg.split_field):
+        if name is None:
+            continue
+        value = row.get(name)
+        if value is not None:
+            key = f"present:{name}"
+            counts[key] = counts.get(key, 0) + 1
+    for name in cfg.text_fields:
+        value = row.get(name)
+        if isinstance(value, str) and value.strip():
+            key = f"text:{name}"
+            counts[key] = counts.get(key, 0) + 1
+    for name in row:
+        key = f"key:{name}"
+        if key in counts:
+            counts[key] += 1
+        elif counts.get("distinct_keys", 0) < _MAX_KEYS:
+            counts[key] = 1
+            counts["distinct_keys"] = counts.get("distinct_keys", 0) + 1

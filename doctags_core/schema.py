@@ -25,6 +25,7 @@ VOCAB_COUNTS_FILE = "vocab_counts.tsv"
 LABELS_FILE = "labels.txt"
 LABEL_COUNTS_FILE = "label_counts.tsv"
 METADATA_FILE = "metadata.json"
+REPORT_FILE = "report.json"  # the data report (doctags_core.data_checks)
 THRESHOLDS_FILE = "thresholds.json"  # written by the trainer, shipped in the export
 DEAD_LETTER_DIR = "dead_letter"
 
@@ -37,6 +38,28 @@ def split_pattern(data_dir: str, split: str) -> str:
 def split_prefix(data_dir: str, split: str) -> str:
     """Shard-name prefix the Beam sink writes for one split."""
     return os.path.join(data_dir, split, "part")
+
+
+def shard_path(data_dir: str, split: str, run_id: str, index: int, total: int) -> str:
+    """``SPLIT/part-RUNID-00000-of-00002.tfrecord.gz``: a shard names the run that wrote it.
+
+    The run id in every shard name is how a reader tells a dataset's own
+    shards from strays of another run (`doctags_core.data_files.check_dataset`).
+    """
+    run = f"{run_id}-" if run_id else ""
+    return f"{split_prefix(data_dir, split)}-{run}{index:05d}-of-{total:05d}{RECORD_SUFFIX}"
+
+
+def shard_run_id(path: str) -> str | None:
+    """The run id in a shard's file name (None for a name without one)."""
+    name = os.path.basename(path)
+    if not name.startswith("part-") or not name.endswith(RECORD_SUFFIX):
+        return None
+    parts = name[len("part-") : -len(RECORD_SUFFIX)].split("-")
+    # RUNID-00000-of-00002: the last three parts are the shard numbering.
+    if len(parts) <= 3:
+        return None
+    return "-".join(parts[:-3])
 
 
 def feature_spec(with_text: bool = False) -> dict:

@@ -30,13 +30,10 @@ SYNTH_FIELDS = {"text_fields": ["title", "text"], "split_field": None}
 
 
 # ---------------------------------------------------------------- readers
-def test_jsonl_reader_batches_lines_like_beams_text_reader():
+def test_jsonl_reader_batches_lines_like_beams_text_reader(monkeypatch):
     data = b'{"a": 1}\r\n{"a": 2}\n\n{"a": 3}'  # CRLF, a blank line, no final newline
-    readers._CHUNK = 5  # force lines across read boundaries
-    try:
-        got = list(readers.iter_jsonl_batches(io.BytesIO(data), "f", batch_size=3))
-    finally:
-        readers._CHUNK = 4 << 20
+    monkeypatch.setattr(readers, "_CHUNK", 5)  # force lines across read boundaries
+    got = list(readers.iter_jsonl_batches(io.BytesIO(data), "f", batch_size=3))
     assert got == [[("f", b'{"a": 1}'), ("f", b'{"a": 2}'), ("f", b"")], [("f", b'{"a": 3}')]]
 
 
@@ -230,21 +227,63 @@ def test_no_step_groups_documents_or_tokens(tmp_path):
         "ComputeVocabulary/MergeCountsPerShard/GroupByKey",  # per-bundle token tables
         "ComputeVocabulary/TopKGlobal/CombinePerKey/GroupByKey",
         "CountRecordsRead/CombinePerKey/GroupByKey",  # counts
+        "CountFields/CombinePerKey/GroupByKey",  # per-field counts (data report)
+        "ExamplesToDict/ExamplesToDict/CombinePerKey/GroupByKey",  # one dead letter per reason
+        "FirstExamplePerReason/GroupByKey",  # combined: one per reason and bundle
         "ReadRawRecords/SpreadFiles/ReshufflePerKey/GroupByKey",  # file names
         "WriteDeadLetters/CountReasons/CombinePerKey(CountCombineFn)/GroupByKey",
         "WriteDeadLetters/ToDict/ToDict/CombinePerKey/GroupByKey",
         "WriteDeadLetters/WriteJsonl/Write/WriteImpl/GroupByKey",  # written file names
     ]
-    assert _group_by_keys(cfg) == sorted(small)
+    ids = [
+        "FindRepeats/ReadRawRecords/SpreadFiles/ReshufflePerKey/GroupByKey",
+        "FindRepeats/RepeatedIds/CombinePerKey/GroupByKey",  # one uint64 per id
+        "ParseDocuments/GroupDuplicateIds",  # only documents whose id repeats
+    ]
+    assert _group_by_keys(cfg) == sorted(small + ids)
+    unchecked = load_config(small_config(tmp_path, REUTERS, preprocess={"duplicate_ids": "keep"}))
+    assert _group_by_keys(unchecked) == sorted(small)
     deduped = load_config(small_config(tmp_path, REUTERS, preprocess={"dedupe": True}))
     assert _group_by_keys(deduped) == sorted(
         small
+        + ids
         + [
-            "FindDuplicates/DuplicatedHashes/CombinePerKey/GroupByKey",  # one uint64 per doc
-            "FindDuplicates/ReadRawRecords/SpreadFiles/ReshufflePerKey/GroupByKey",
+            "FindRepeats/DuplicatedHashes/CombinePerKey/GroupByKey",  # one uint64 per doc
             "ParseDocuments/GroupDuplicates",  # only documents whose text repeats
         ]
     )
+
+
+def _fused_stage_of(cfg, transform_name):
+    """The names of the transforms the FnApiRunner runs in one stage with ``transform_name``."""
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    pipeline = beam.Pipeline(options=PipelineOptions(DIRECT))
+    build_pipeline(pipeline, cfg)
+    _, stages = fn_runner.FnApiRunner().create_stages(pipeline.to_runner_api())
+    (stage,) = [
+        s for s in stages if any(t.unique_name.startswith(transform_name) for t in s.transforms)
+    ]
+    return {t.unique_name for t in stage.transforms}
+
+
+@pytest.mark.parametrize("preprocess", [{}, {"dedupe": True}, {"duplicate_ids": "keep"}])
+def test_documents_flow_from_reading_to_writing_in_one_stage(tmp_path, preprocess):
+    """No stage boundary between reading and writing, so no runner holds the documents.
+
+    A Flatten of the parsed documents with those kept from duplicate groups
+    made the FnApiRunner buffer every parsed document until the groups were
+    done (peak RSS 785 -> 1,183 MiB at 100k documents); those kept documents
+    are now encoded and written on their own.
+    """
+    cfg = load_config(small_config(tmp_path, REUTERS, preprocess=preprocess))
+    stage = _fused_stage_of(cfg, "ReadRawRecords/ReadFileBatches")
+    for step in (
+        "ParseDocuments/ParseBatch",
+        "CleanAndEncode/EncodeBatch",
+        "WriteExamples/WriteTFRecords/WriteBundleFiles",
+    ):
+        assert any(name.startswith(step) for name in stage), step
 
 
 # ---------------------------------------------------------------- formats, end to end
@@ -334,8 +373,9 @@ def test_dedupe_keeps_one_document_per_normalized_text_and_accounts_for_the_rest
     meta = run_preprocess(cfg, DIRECT)
     assert meta["records_read"] == len(docs)
     assert meta["documents"]["total"] == len(groups)
-    assert meta["duplicates_removed"] == removed
-    assert meta["dead_letter"]["by_reason"] == {"duplicate": removed}
+    # The copy of docs[10] repeats its id too: one duplicate_id, the rest duplicates.
+    assert meta["duplicates_removed"] == removed - 1
+    assert meta["dead_letter"]["by_reason"] == {"duplicate": removed - 1, "duplicate_id": 1}
     assert meta["all_records_accounted_for"]
     assert sorted(_written(cfg.data_dir)) == sorted(min(ids) for ids in groups.values())
     dead = [
@@ -343,8 +383,11 @@ def test_dedupe_keeps_one_document_per_normalized_text_and_accounts_for_the_rest
         for path in glob.glob(os.path.join(cfg.data_dir, "dead_letter", "*.jsonl"))
         for line in open(path)
     ]
-    assert len(dead) == removed and all(d["reason"] == "duplicate" for d in dead)
-    assert all("same normalized text as document" in d["detail"] for d in dead)
+    assert len(dead) == removed
+    by_text = [d for d in dead if d["reason"] == "duplicate"]
+    assert all("same normalized text as document" in d["detail"] for d in by_text)
+    (by_id,) = [d for d in dead if d["reason"] == "duplicate_id"]
+    assert json.loads(by_id["record"])["id"] == docs[10]["id"]
 
 
 # ---------------------------------------------------------------- config

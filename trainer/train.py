@@ -293,7 +293,13 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
 
     Auto selection (`trainer.selection`) trains candidates with `train_one`
     and chooses among them and their ensemble on the validation split.
+
+    Raises:
+        doctags_core.data_files.DataError: the data folder is not one
+            complete preprocess run (`data_files.check_dataset`).
     """
+    # Refuse a data folder that mixes preprocess runs (file reads, no TF op yet).
+    data_files.check_dataset(cfg.data_dir)
     if cfg.model.family == "auto":
         from trainer.selection import train_auto
 
