@@ -171,6 +171,7 @@ def test_invalid_utf8_cleans_as_before_in_the_exported_model_path():
         ["remove_stopwords", "strip_html", "lowercase"],  # whitespace kinds matter later
         ["lowercase", "remove_stopwords", "expand_contractions", "remove_urls"],
         ["strip_html", "drop_tokens_with_digits", "letters_only", "remove_stopwords"],
+        ["lowercase", "letters_only", "remove_stopwords"],  # stop words fold, no digit pass
     ],
 )
 def test_other_step_orders_clean_as_before(steps):
