@@ -9,6 +9,7 @@ holds 16 bytes per distinct document in numpy arrays.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
 
 import apache_beam as beam
@@ -73,26 +74,40 @@ def top_tokens(counts: dict, k: int, min_count: int) -> list[tuple[int, bytes, i
     return heapq.nsmallest(k, eligible, key=lambda t: (-t[0], t[1]))
 
 
+def _rank(item: tuple[int, bytes, int]) -> tuple[int, bytes]:
+    return (-item[0], item[1])
+
+
 class TopTokensFn(beam.CombineFn):
-    """Merges per-shard top-K lists into the global top-K (bounded memory)."""
+    """Merges per-shard top-K lists into the global top-K (bounded memory).
+
+    The accumulator is the top-K so far, sorted by (-count, token), a total
+    order (tokens are distinct); each input is sorted the same way (it
+    already is: `top_tokens` returns it so), and the two are merged, keeping
+    the first K. Re-selecting the K smallest of accumulator + input with
+    ``heapq.nsmallest`` on every input cost 0.86 s of CPU for 16 shards of
+    6,000 tokens at K = 20,000 (a fixed cost of every job, ~3% of a
+    100k-document one); merging sorted lists costs 0.23 s (medians of 3
+    alternating runs), with the same result.
+    """
 
     def __init__(self, k: int):
         self._k = k
 
-    def _prune(self, items):
-        return heapq.nsmallest(self._k, items, key=lambda t: (-t[0], t[1]))
+    def _merge(self, sorted_lists):
+        return list(itertools.islice(heapq.merge(*sorted_lists, key=_rank), self._k))
 
     def create_accumulator(self):
         return []
 
     def add_input(self, acc, shard_top):
-        return self._prune(list(acc) + list(shard_top))
+        return self._merge([acc, sorted(shard_top, key=_rank)])
 
     def merge_accumulators(self, accumulators):
-        return self._prune([t for acc in accumulators for t in acc])
+        return self._merge(list(accumulators))
 
     def extract_output(self, acc):
-        return self._prune(acc)
+        return acc
 
 
 class StatisticsFn(beam.CombineFn):

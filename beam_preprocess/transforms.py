@@ -276,6 +276,32 @@ class ParseDocuments(beam.PTransform):
         )
 
 
+_GC_YOUNG_THRESHOLD = 20_000  # Python's default is 2,000 allocations
+
+
+def _tune_garbage_collector():
+    """Keeps the cyclic garbage collector off the worker's long-lived objects.
+
+    A worker that has imported TensorFlow and Beam and traced its graphs
+    holds over a million long-lived container objects, and each full
+    collection walked all of them; the job's own objects are short-lived
+    batches, most freed by reference counting before any collection sees
+    them if collections of the youngest generation are rarer. So, once the
+    encoders are built: a last full collection (no garbage is frozen), every
+    object alive moved out of the collector's reach (``gc.freeze``), and a
+    young-generation threshold of 20,000 allocations. Measured with
+    ``gc.callbacks`` over a 100k-document job: 1.6-1.7 s of CPU in the
+    collector before, 1.05-1.14 s after (two runs each); memory stays
+    bounded (the collector still runs, over fewer objects).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
+
+
 def _in_global_window(value):
     return WindowedValue(value, window.GlobalWindow().max_timestamp(), [window.GlobalWindow()])
 
@@ -315,6 +341,7 @@ class _EncodeBatch(beam.DoFn):
         for encoder in self._encoders:
             self._idle.put(encoder)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="encode")
+        _tune_garbage_collector()
 
     def _encode(self, docs):
         encoder = self._idle.get()
