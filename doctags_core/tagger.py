@@ -57,7 +57,7 @@ class Tagger:
         decisions, scores = [], []
         for start in range(0, len(texts), batch_size):
             out = self.raw(texts[start : start + batch_size])
-            batch = np.zeros(out["scores"].shape, dtype=np.int64)
+            batch = np.zeros(out["scores"].shape, dtype=np.int8)  # 1M x 500: 0.5 GB, not 4
             for row, tags in enumerate(contract.decode_tags(out["tags"], out["tag_scores"])):
                 for tag, _ in tags:
                     batch[row, index[tag]] = 1
@@ -65,7 +65,7 @@ class Tagger:
             scores.append(out["scores"])
         if not decisions:
             empty = np.zeros((0, len(self.labels)))
-            return empty.astype(np.int64), empty.astype(np.float32)
+            return empty.astype(np.int8), empty.astype(np.float32)
         return np.concatenate(decisions), np.concatenate(scores)
 
     def close(self) -> None:
