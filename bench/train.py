@@ -1,22 +1,28 @@
-"""Training throughput benchmark: the doctags loop vs the seeds' numpy + model.fit.
+"""Training throughput: the doctags loop vs Keras ``model.fit`` on the same model.
 
-    python bench/train.py [--config configs/reuters.yaml] [--epochs 4]
-        [--families dnn cnn] [--devices 1 2] [--work /tmp/training-bench]
+    python bench/train.py [--config configs/reuters.yaml] [--epochs 3] [--rounds 3]
+        [--families dnn cnn] [--steps-per-call 1 16] [--devices 1] [--work /tmp/training-bench]
 
-Preprocesses the config's corpus once (Beam, into --work), then trains each
-model family in a fresh process per row:
+Preprocesses the config's corpus once (Beam, into --work), then, for each
+round and family, trains one fresh process per variant, in an order that
+rotates every round (so drift and other load on this shared machine fall on
+every variant alike):
 
 - ``doctags loop``: the custom distributed loop of `trainer.train`, streaming
-  TFRecords through tf.data, on 1 and on 2 logical CPU devices
-  (MirroredStrategy; on this CPU the two "devices" share the same cores);
-- ``seed numpy+fit``: the seeds' approach on the same data: every training
+  TFRecords through tf.data, with each ``--steps-per-call`` value
+  (``training.steps_per_call``), on each ``--devices`` count of logical CPU
+  devices (MirroredStrategy; the "devices" share the same cores);
+- ``keras fit``: the seeds' approach on the same data: every training
   document loaded into numpy arrays in memory, then ``model.fit`` on one
-  device, same model, optimizer, loss and global batch.
+  device (default ``steps_per_execution`` 1), same model, optimizer, loss,
+  metrics and global batch.
 
 Training examples/s is the number of training documents divided by the
-MEDIAN time of the epochs after the first (the first pays for tracing;
-the median resists other load on a shared machine); validation is not
-timed. Peak RSS is the child process's VmHWM. Prints one table.
+MEDIAN time of the epochs after the first (the first pays for tracing);
+validation is not timed. Peak RSS is the child process's VmHWM. The table
+gives each variant's median examples/s over the rounds (with the range), and
+its ratio to ``fit``: the median over rounds of loop/fit measured in the
+same round.
 """
 
 from __future__ import annotations
@@ -49,13 +55,14 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def overrides(args, family: str, devices: int) -> dict:
+def overrides(args, family: str, devices: int, steps_per_call: int = 1) -> dict:
     return {
-        "output_dir": os.path.join(args.work, f"{family}-{devices}"),
+        "output_dir": os.path.join(args.work, f"{family}-{devices}-{steps_per_call}"),
         "model.family": family,
         "training.epochs": args.epochs,
         "training.early_stopping_patience": args.epochs,  # every epoch runs
         "training.logical_cpu_devices": devices,
+        "training.steps_per_call": steps_per_call,
     }
 
 
@@ -64,7 +71,7 @@ def child_loop(args) -> dict:
     from doctags_core.config import load_config
     from trainer.distribute import configure_logical_cpus
 
-    cfg = load_config(args.config, overrides(args, args.family, args.devices))
+    cfg = load_config(args.config, overrides(args, args.family, args.devices, args.steps_per_call))
     configure_logical_cpus(args.devices)
     data_dir = os.path.join(args.work, "data")
     os.makedirs(cfg.output_dir, exist_ok=True)
@@ -80,6 +87,7 @@ def child_loop(args) -> dict:
         "approach": "doctags loop",
         "family": args.family,
         "devices": summary["replicas"],
+        "steps_per_call": args.steps_per_call,
         "timed_epochs": len(timed),
         "examples_s": metadata["documents"]["train"] / statistics.median(timed),
         "peak_rss_mib": peak_rss_mib(),
@@ -155,9 +163,10 @@ def child_seed(args) -> dict:
     )
     timed = timer.seconds[1:]
     return {
-        "approach": "seed numpy+fit",
+        "approach": "keras fit",
         "family": args.family,
         "devices": 1,
+        "steps_per_call": 1,
         "timed_epochs": len(timed),
         "examples_s": len(x) / statistics.median(timed),
         "peak_rss_mib": peak_rss_mib(),
@@ -165,16 +174,22 @@ def child_seed(args) -> dict:
     }
 
 
-def run_child(args, kind: str, family: str, devices: int) -> dict:
+def run_child(args, variant: tuple, family: str) -> dict:
+    kind, devices, steps_per_call = variant
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, "--family", family]
     cmd += ["--devices", str(devices), "--config", args.config, "--epochs", str(args.epochs)]
-    cmd += ["--work", args.work]
+    cmd += ["--work", args.work, "--steps-per-call", str(steps_per_call)]
     started = time.time()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"({kind} {family} x{devices}: {time.time() - started:.0f}s)", file=sys.stderr)
+    print(
+        f"({kind} {family} x{devices} steps/call {steps_per_call}: "
+        f"{row['examples_s']:.0f} examples/s, {time.time() - started:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
     return row
 
 
@@ -189,12 +204,38 @@ def preprocess(args) -> None:
     print(f"(preprocess took {time.time() - started:.0f}s)", file=sys.stderr)
 
 
+def variants(args) -> list[tuple]:
+    """``(kind, devices, steps_per_call)`` of every row of one family."""
+    loops = [("loop", d, k) for d in args.devices for k in args.steps_per_call]
+    return [*loops, ("seed", 1, 1)]
+
+
+def summarize(family: str, variant: tuple, runs: list[dict], fits: list[dict]) -> dict:
+    """One table row: median examples/s over rounds, range, and the paired ratio to fit."""
+    rates = [r["examples_s"] for r in runs]
+    ratios = [r["examples_s"] / f["examples_s"] for r, f in zip(runs, fits)]
+    return {
+        "family": family,
+        "approach": runs[0]["approach"],
+        "devices": variant[1],
+        "steps_per_call": variant[2],
+        "rounds": len(runs),
+        "examples_s": round(statistics.median(rates)),
+        "range": f"{min(rates):.0f}-{max(rates):.0f}",
+        "vs_fit": f"{statistics.median(ratios):.2f}x",
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+        "val_pr_auc": statistics.median(r["val_pr_auc"] for r in runs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=os.path.join(REPO, "configs", "reuters.yaml"))
-    parser.add_argument("--epochs", type=int, default=4, help="the first one is not timed")
+    parser.add_argument("--epochs", type=int, default=3, help="the first one is not timed")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating repeats")
     parser.add_argument("--families", nargs="+", default=["dnn", "cnn"])
-    parser.add_argument("--devices", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--devices", nargs="+", type=int, default=[1])
+    parser.add_argument("--steps-per-call", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--work", default="/tmp/training-bench")
     parser.add_argument("--child", choices=["loop", "seed"], help=argparse.SUPPRESS)
     parser.add_argument("--family", help=argparse.SUPPRESS)
@@ -203,17 +244,25 @@ def main() -> None:
         parser.error("--epochs must be at least 2 (the first is warm-up)")
     if args.child:
         args.devices = args.devices[0]
+        args.steps_per_call = args.steps_per_call[0]
         row = child_loop(args) if args.child == "loop" else child_seed(args)
         print(json.dumps(row))
         return
     preprocess(args)
+    runs: dict[tuple, list[dict]] = {}
+    for round_ in range(args.rounds):
+        for family in args.families:
+            order = variants(args)
+            shift = round_ % len(order)
+            for variant in order[shift:] + order[:shift]:  # rotate: no fixed position
+                runs.setdefault((family, variant), []).append(run_child(args, variant, family))
     rows = []
     for family in args.families:
-        for devices in args.devices:
-            rows.append(run_child(args, "loop", family, devices))
-        rows.append(run_child(args, "seed", family, 1))
-    columns = ["approach", "family", "devices", "timed_epochs", "examples_s", "peak_rss_mib"]
-    print(format_table(rows, [*columns, "val_pr_auc"]))
+        fits = runs[(family, ("seed", 1, 1))]
+        rows += [summarize(family, v, runs[(family, v)], fits) for v in variants(args)]
+    columns = ["family", "approach", "devices", "steps_per_call", "rounds", "examples_s"]
+    columns += ["range", "vs_fit", "peak_rss_mib", "val_pr_auc"]
+    print(format_table(rows, columns))
     print(f"cpu cores: {os.cpu_count()}; load average at the end: {os.getloadavg()}")
 
 

@@ -273,6 +273,20 @@ class TrainingConfig:
             export and evaluation are not counted. The default fits the
             bundled Reuters run (both candidates, about 8 minutes) in the
             15-minute ``doctags run`` on 2 cores.
+        steps_per_call: Training steps run by one call of the compiled step
+            function (as Keras' ``steps_per_execution``): fewer host round
+            trips per step, which is what bounds small models and
+            accelerators. A call never crosses a checkpoint
+            (``checkpoint_every_steps``) or an epoch end, so checkpoints and
+            resumed steps are the same for any value; metrics are summed on
+            each replica and all-reduced once per call.
+        input_shards: Parts the epoch's training records are cut into (the
+            files in a (seed, epoch) order, split into equal record ranges);
+            each worker reads only its shards, and each shard gives
+            ``global batch / input_shards`` examples to every step (see
+            `trainer.sharding`). 0 means one per worker. Runs with the same
+            value (and global batch) see the same examples at every step,
+            on any number of devices or workers that divides it.
     """
 
     batch_size: int = 64
@@ -290,6 +304,8 @@ class TrainingConfig:
     mixed_precision: str = "float32"
     jit_compile: bool = False
     budget_minutes: float = 10.0
+    steps_per_call: int = 16
+    input_shards: int = 0
 
 
 @dataclass(frozen=True)
@@ -653,6 +669,14 @@ def _validate(cfg: Config) -> None:
         f"must be one of {LR_SCALING}",
     )
     _check(t.checkpoint_every_steps >= 0, "training.checkpoint_every_steps", "must be >= 0")
+    _check(t.steps_per_call >= 1, "training.steps_per_call", "must be at least 1")
+    _check(t.input_shards >= 0, "training.input_shards", "must be >= 0 (0: one per worker)")
+    if t.input_shards and not t.per_replica_batch_size:
+        _check(
+            t.batch_size % t.input_shards == 0,
+            "training.input_shards",
+            f"must divide training.batch_size ({t.batch_size})",
+        )
     _check(
         t.mixed_precision in PRECISIONS,
         "training.mixed_precision",

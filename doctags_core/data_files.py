@@ -195,8 +195,11 @@ def shard_files(data_dir: str, split: str) -> list[str]:
     return files_matching(schema.split_pattern(data_dir, split))
 
 
-def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[list[str]]]:
-    """``(ids, raw texts, label lists)`` of one split, streamed from its shards.
+def split_batches(data_dir: str, split: str, batch_size: int = 1024):
+    """``(ids, raw texts, label lists)`` of one split, one batch at a time.
+
+    Streams the shards, so a consumer that does not keep the texts (batch
+    evaluation) holds one batch of them, whatever the split's size.
 
     Raises:
         FileNotFoundError: when the split has no shard.
@@ -206,12 +209,27 @@ def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[li
     import tensorflow as tf
 
     spec = schema.feature_spec(with_text=True)
-    ids, texts, labels = [], [], []
     dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
-    for batch in dataset.batch(1024).map(lambda s: tf.io.parse_example(s, spec)):
-        ids += [x.decode("utf-8") for x in batch[schema.ID].numpy()]
-        texts += [x.decode("utf-8") for x in batch[schema.TEXT].numpy()]
-        labels += [[lb.decode("utf-8") for lb in row] for row in batch[schema.LABELS].to_list()]
-    if texts and not any(texts):
-        raise ValueError(f"{data_dir}: the records hold no raw text (preprocess.keep_raw_text)")
+    for batch in dataset.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec)):
+        texts = [x.decode("utf-8") for x in batch[schema.TEXT].numpy()]
+        if texts and not any(texts):
+            raise ValueError(f"{data_dir}: the records hold no raw text (preprocess.keep_raw_text)")
+        ids = [x.decode("utf-8") for x in batch[schema.ID].numpy()]
+        labels = [[lb.decode("utf-8") for lb in row] for row in batch[schema.LABELS].to_list()]
+        yield ids, texts, labels
+
+
+def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[list[str]]]:
+    """``(ids, raw texts, label lists)`` of one whole split (`split_batches` joined).
+
+    Raises:
+        FileNotFoundError: when the split has no shard.
+        ValueError: when the records were written without their raw text
+            (``preprocess.keep_raw_text: false``).
+    """
+    ids, texts, labels = [], [], []
+    for batch_ids, batch_texts, batch_labels in split_batches(data_dir, split):
+        ids += batch_ids
+        texts += batch_texts
+        labels += batch_labels
     return ids, texts, labels

@@ -24,27 +24,36 @@ def summary_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 
 def ranking_metrics(
-    y_true: np.ndarray, scores: np.ndarray, ks: tuple[int, ...] = (1, 3, 5)
+    y_true: np.ndarray, scores: np.ndarray, ks: tuple[int, ...] = (1, 3, 5), chunk: int = 4096
 ) -> dict[str, float]:
     """Precision@k and nDCG@k over documents (threshold-free ranking quality).
 
     Documents without any true label are left out, as their ideal DCG is 0.
+    Rows are ranked ``chunk`` at a time: a full argsort would hold two
+    8-byte copies of the score matrix (0.8 GB for 100k documents x 500 labels).
     """
-    has_labels = y_true.sum(axis=1) > 0
-    y, s = y_true[has_labels], scores[has_labels]
+    has_labels = np.flatnonzero(y_true.sum(axis=1) > 0)
+    if len(has_labels) == 0:
+        return {}
+    n_labels = y_true.shape[1]
+    discounts = 1.0 / np.log2(np.arange(2, n_labels + 2))
+    sums = {f"{name}_at_{k}": 0.0 for k in ks for name in ("precision", "ndcg")}
+    for start in range(0, len(has_labels), chunk):
+        rows = has_labels[start : start + chunk]
+        y, s = y_true[rows], scores[rows]
+        order = np.argsort(-s, axis=1, kind="stable")
+        gains = np.take_along_axis(y, order, axis=1).astype(np.float64)
+        n_true = y.sum(axis=1)
+        for k in ks:
+            k_eff = min(k, n_labels)
+            sums[f"precision_at_{k}"] += float(gains[:, :k_eff].sum(axis=1).sum() / k)
+            dcg = (gains[:, :k_eff] * discounts[:k_eff]).sum(axis=1)
+            ideal = np.array([discounts[: min(int(n), k_eff)].sum() for n in n_true])
+            sums[f"ndcg_at_{k}"] += float((dcg / ideal).sum())
     out: dict[str, float] = {}
-    if len(y) == 0:
-        return out
-    order = np.argsort(-s, axis=1, kind="stable")
-    gains = np.take_along_axis(y, order, axis=1).astype(np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, y.shape[1] + 2))
-    n_true = y.sum(axis=1)
-    for k in ks:
-        k_eff = min(k, y.shape[1])
-        out[f"precision_at_{k}"] = float(gains[:, :k_eff].sum(axis=1).mean() / k)
-        dcg = (gains[:, :k_eff] * discounts[:k_eff]).sum(axis=1)
-        ideal = np.array([discounts[: min(int(n), k_eff)].sum() for n in n_true])
-        out[f"ndcg_at_{k}"] = float((dcg / ideal).mean())
+    for k in ks:  # the order the keys always had
+        for name in ("precision", "ndcg"):
+            out[f"{name}_at_{k}"] = sums[f"{name}_at_{k}"] / len(has_labels)
     return out
 
 

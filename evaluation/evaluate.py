@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from doctags_core import export_contract as contract
 from doctags_core.atomic_files import atomic_write, atomic_write_json
-from doctags_core.data_files import read_split, train_label_counts
-from doctags_core.labels import multi_hot
+from doctags_core.data_files import split_batches, train_label_counts
+from doctags_core.labels import LABEL_DTYPE, multi_hot
 from doctags_core.metrics import (
     format_table,
     per_label_report,
@@ -36,6 +37,26 @@ def _model_thresholds(tagger: Tagger) -> list[float]:
         return thresholds_by_label(json.load(f), tagger.labels)
 
 
+def _score_split(tagger: Tagger, data_dir: str, split: str):
+    """``(y_true, decisions, scores, unknown label assignments)`` of a whole split.
+
+    Streamed batch by batch: only the label and decision matrices and
+    the float32 scores are kept, never the split's texts.
+    """
+    known = set(tagger.labels)
+    y_true, y_pred, scores, unknown = [], [], [], 0
+    for _, texts, label_lists in split_batches(data_dir, split):
+        y_true.append(multi_hot(label_lists, tagger.labels))
+        decisions, batch_scores = tagger.predict_multi_hot(texts)
+        y_pred.append(decisions)
+        scores.append(batch_scores)
+        unknown += sum(1 for ls in label_lists for lb in ls if lb not in known)
+    if not y_true:
+        empty = np.zeros((0, len(tagger.labels)), LABEL_DTYPE)
+        return empty, empty, empty.astype(np.float32), 0
+    return np.concatenate(y_true), np.concatenate(y_pred), np.concatenate(scores), unknown
+
+
 def evaluate(
     model_path: str, data_dir: str, out_dir: str, split: str = "test", html_report: bool = True
 ) -> dict:
@@ -46,16 +67,13 @@ def evaluate(
     ``unknown_label_assignments`` (they can only be missed).
     """
     tagger = Tagger(model_path)
-    _, texts, label_lists = read_split(data_dir, split)
-    y_true = multi_hot(label_lists, tagger.labels)
-    y_pred, scores = tagger.predict_multi_hot(texts)
-    known = set(tagger.labels)
+    y_true, y_pred, scores, unknown = _score_split(tagger, data_dir, split)
     report = {
         "model": tagger.path,
         "split": split,
-        "documents": len(texts),
+        "documents": len(y_true),
         "labels": len(tagger.labels),
-        "unknown_label_assignments": sum(1 for ls in label_lists for lb in ls if lb not in known),
+        "unknown_label_assignments": unknown,
         "metrics": summary_metrics(y_true, y_pred),
         "ranking": ranking_metrics(y_true, scores),
         "per_label": per_label_report(y_true, y_pred, tagger.labels, scores),

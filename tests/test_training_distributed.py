@@ -9,6 +9,12 @@ Tolerance for "same model" across layouts: weights within 1e-5 (absolute).
 Measured on this machine: one device vs two logical devices vs two workers
 differ by at most 3e-8 after 27 steps (summation order only); a SIGKILLed and
 resumed run equals its uninterrupted twin bit for bit.
+
+Each worker reads only its input shards (`trainer.sharding`), and the data
+of a step depends on the number of shards: the layouts compared here all
+use ``input_shards: 2`` (the default for two workers), so the one device,
+the two logical devices and the two workers see the same examples at every
+step.
 """
 
 import json
@@ -107,9 +113,20 @@ def max_difference(a, b) -> float:
 def layouts(tmp_path_factory, preprocessed, reuters_slice):
     """One device and two logical devices, dropout off, trained side by side."""
     root = tmp_path_factory.mktemp("layouts")
-    one = Run(root, "one", preprocessed, reuters_slice, model={"dropout": 0.0})
+    shards = {"input_shards": 2}
+    # One call per step on one device, several steps per call on two.
+    one = Run(
+        root, "one", preprocessed, reuters_slice, model={"dropout": 0.0}, steps_per_call=1, **shards
+    )
     two = Run(
-        root, "two", preprocessed, reuters_slice, model={"dropout": 0.0}, logical_cpu_devices=2
+        root,
+        "two",
+        preprocessed,
+        reuters_slice,
+        model={"dropout": 0.0},
+        logical_cpu_devices=2,
+        steps_per_call=4,
+        **shards,
     )
     procs = [one.start(), two.start()]
     logs = [one.finish(procs[0]), two.finish(procs[1])]
@@ -120,6 +137,7 @@ def test_two_logical_devices_match_one_device(layouts):
     one, two, logs = layouts
     assert one.summary()["replicas"] == 1 and two.summary()["replicas"] == 2
     assert one.summary()["global_batch_size"] == two.summary()["global_batch_size"] == 32
+    assert one.summary()["input_shards"] == two.summary()["input_shards"] == 2
     assert max_difference(one.final_weights(), two.final_weights()) < LAYOUT_TOLERANCE
     h1, h2 = one.summary()["history"], two.summary()["history"]
     assert set(h1) == {"loss", "pr_auc", "roc_auc", "val_loss", "val_pr_auc", "val_roc_auc"}
@@ -134,7 +152,7 @@ def test_two_logical_devices_match_one_device(layouts):
         "epoch,loss,pr_auc,roc_auc,val_loss,val_pr_auc,val_roc_auc"
     )
     assert len(one.history_csv().splitlines()) == 1 + one.summary()["epochs_run"]
-    assert "epoch 3/3 - 9 steps" in logs[0]  # the per-epoch progress line
+    assert "epoch 1/3 - 9 steps" in logs[0]  # the per-epoch progress line
     assert XLA_LINE not in logs[0] + logs[1]  # jit_compile is off by default
     # A finished run leaves no resumable backup behind.
     assert not os.path.exists(backup_directory(one.cfg))
@@ -183,6 +201,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(
     assert max_difference(a, one.final_weights()) < LAYOUT_TOLERANCE
     summary = chief.summary()
     assert (summary["workers"], summary["replicas"], summary["global_batch_size"]) == (2, 2, 32)
+    assert summary["input_shards"] == 2  # one per worker by default: each reads half
     assert os.path.exists(os.path.join(chief.cfg.model_dir, "model.keras"))
     # The other worker wrote nothing into its output dir...
     assert not os.path.exists(other.cfg.model_dir)
@@ -215,9 +234,13 @@ def test_sigkill_mid_epoch_then_restart_reaches_the_same_result(
     tmp_path, layouts, preprocessed, reuters_slice
 ):
     # Dropout on: the resumed run must also continue the dropout seed stream.
+    # The reference runs one step per call, the killed run up to 3 (cut to
+    # 2 by the checkpoints): the call size changes nothing, bit for bit.
     settings = {"checkpoint_every_steps": 2}
-    reference = Run(tmp_path, "reference", preprocessed, reuters_slice, **settings)
-    killed = Run(tmp_path, "killed", preprocessed, reuters_slice, **settings)
+    reference = Run(
+        tmp_path, "reference", preprocessed, reuters_slice, steps_per_call=1, **settings
+    )
+    killed = Run(tmp_path, "killed", preprocessed, reuters_slice, steps_per_call=3, **settings)
     reference_proc = reference.start()
     proc = killed.start(step_sleep=0.25, log_name="killed.txt")
     position = _kill_mid_epoch(killed.cfg, [proc], victim=0)

@@ -50,10 +50,12 @@ class TrainState(tf.Module):
         wait: Early-stopping counter, as `keras.callbacks.EarlyStopping`.
         stopped: Early stopping fired; nothing is left to train.
         global_batch: The global batch the data position counts in.
+        input_shards: The input shards the epoch's data is cut into
+            (`trainer.sharding`): with the global batch, what a step means.
         history: JSON list of the finished epochs' metrics.
     """
 
-    def __init__(self, initial_best: float, global_batch: int):
+    def __init__(self, initial_best: float, global_batch: int, input_shards: int = 1):
         super().__init__(name="train_state")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -63,6 +65,9 @@ class TrainState(tf.Module):
         self.stopped = tf.Variable(False, trainable=False, name="stopped")
         self.global_batch = tf.Variable(
             global_batch, dtype=tf.int64, trainable=False, name="global_batch"
+        )
+        self.input_shards = tf.Variable(
+            input_shards, dtype=tf.int64, trainable=False, name="input_shards"
         )
         self.history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history")
 

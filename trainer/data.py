@@ -8,6 +8,7 @@ streamed from disk, never loaded into memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -129,6 +130,60 @@ def label_batches(file_pattern: str, label_encoder, batch_size: int = 4096) -> t
     ).prefetch(tf.data.AUTOTUNE)
 
 
+def record_parser(vectorizer, label_encoder, with_metadata: bool = False) -> Callable:
+    """``f(serialized [batch])`` -> ``(token_ids, multi_hot[, metadata])``.
+
+    Works on whole batches (one parse and one vectorizer call per batch),
+    including empty ones: `trainer.epoch_data` pads a shard's last step with
+    an empty batch of records.
+
+    Args:
+        vectorizer: From `make_model_vectorizer`.
+        label_encoder: From `make_label_encoder`.
+        with_metadata: Also return a dict with ``id``, ``text`` and
+            ``clean_text`` (for evaluation and skew checks).
+    """
+    spec = schema.feature_spec(with_text=with_metadata)
+
+    def parse(serialized):
+        ex = tf.io.parse_example(serialized, spec)
+        # The records hold the cleaned text; the layer splits it on whitespace
+        # exactly as it does behind the in-graph cleaning at serving time, so
+        # training ids come from the serving code path.
+        ids = vectorizer(ex[schema.CLEAN_TEXT])
+        y = encode_labels(ex[schema.LABELS], label_encoder)
+        if with_metadata:
+            meta = {
+                "id": ex[schema.ID],
+                "text": ex[schema.TEXT],
+                "clean_text": ex[schema.CLEAN_TEXT],
+            }
+            return ids, y, meta
+        return ids, y
+
+    return parse
+
+
+def count_records(files: list[str]) -> list[int]:
+    """Records in each gzip TFRecord file, in ``files`` order.
+
+    Splitting an epoch by records between workers needs every file's count;
+    the Beam job's metadata has only per-split totals. One pass reads the
+    framing and decompresses, parses nothing; files are counted in parallel.
+    """
+    if not files:
+        return []
+
+    def count(path):
+        batches = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(8192)
+        return batches.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.size(b, tf.int64))
+
+    counts = tf.data.Dataset.from_tensor_slices(files).map(
+        count, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return [int(n) for n in counts.as_numpy_iterator()]
+
+
 def make_dataset(
     file_pattern: str,
     vectorizer,
@@ -156,7 +211,6 @@ def make_dataset(
         FileNotFoundError: when the pattern matches no shard.
     """
     files = data_files.files_matching(file_pattern)
-    spec = schema.feature_spec(with_text=with_metadata)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -169,21 +223,5 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-
-    def parse(serialized):
-        ex = tf.io.parse_example(serialized, spec)
-        # The records hold the cleaned text; the layer splits it on whitespace
-        # exactly as it does behind the in-graph cleaning at serving time, so
-        # training ids come from the serving code path.
-        ids = vectorizer(ex[schema.CLEAN_TEXT])
-        y = encode_labels(ex[schema.LABELS], label_encoder)
-        if with_metadata:
-            meta = {
-                "id": ex[schema.ID],
-                "text": ex[schema.TEXT],
-                "clean_text": ex[schema.CLEAN_TEXT],
-            }
-            return ids, y, meta
-        return ids, y
-
+    parse = record_parser(vectorizer, label_encoder, with_metadata)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

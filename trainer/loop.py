@@ -10,6 +10,11 @@ steps (`trainer.steps`), early stopping (`trainer.early_stopping`), what
 the run reports (`trainer.reporting`: TensorBoard, history.csv, progress)
 and the resumable checkpoint (`trainer.checkpoint`, every
 ``checkpoint_every_steps`` steps and at each epoch end).
+
+Each call into the compiled steps runs up to ``steps_per_call`` steps
+(`steps_in_call`); a call never crosses a checkpoint boundary or the end of
+the epoch, so checkpoints land on the same steps whatever the call size and
+a resumed run starts at the step it saved.
 """
 
 from __future__ import annotations
@@ -28,10 +33,26 @@ from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
 from trainer.early_stopping import EarlyStopping
 from trainer.reporting import Reporter
+from trainer.sharding import check_layout
 from trainer.steps import DistributedSteps
 from trainer.tf_config import ClusterRole
 
 log = logging.getLogger(__name__)
+
+
+def steps_in_call(step: int, steps: int, per_call: int, checkpoint_every: int) -> int:
+    """Steps of the next call: up to ``per_call``, never past a checkpoint or the epoch end.
+
+    Args:
+        step: Steps done in this epoch.
+        steps: Steps in the epoch.
+        per_call: ``training.steps_per_call``.
+        checkpoint_every: ``training.checkpoint_every_steps`` (0: epoch ends only).
+    """
+    n = min(per_call, steps - step)
+    if checkpoint_every:
+        n = min(n, checkpoint_every - step % checkpoint_every)
+    return n
 
 
 @dataclass
@@ -45,6 +66,7 @@ class LoopResult:
     resumed_from: tuple[int, int] | None
     epoch_seconds: list[float]
     steps_run: int
+    input_shards: int
     stopped_by_budget: bool = False
 
 
@@ -58,7 +80,7 @@ class TrainingLoop:
         model: Built under ``strategy.scope()``.
         optimizer: Built under ``strategy.scope()`` (possibly a
             `keras.optimizers.LossScaleOptimizer`).
-        examples: Training examples (`trainer.epoch_data.parsed_examples`).
+        examples: The training files (`trainer.epoch_data.TrainSplit`).
         validation: Validation batches (`trainer.epoch_data.eval_batches`).
         global_batch: Examples per step over all replicas and workers.
         on_step: Optional ``f(epoch, step)`` called after every step.
@@ -80,7 +102,7 @@ class TrainingLoop:
         role: ClusterRole,
         model: keras.Model,
         optimizer: keras.optimizers.Optimizer,
-        examples: tf.data.Dataset,
+        examples: epoch_data.TrainSplit,
         validation: tf.data.Dataset,
         global_batch: int,
         on_step: Callable[[int, int], None] | None = None,
@@ -99,7 +121,9 @@ class TrainingLoop:
         self.steps = DistributedSteps(
             strategy, model, optimizer, loss_fn, sample_weights, self.t.jit_compile
         )
-        self.state = TrainState(self.stopping.initial_best, global_batch)
+        self.input_shards = self.t.input_shards or role.num_workers
+        check_layout(global_batch, self.input_shards, role.num_workers)
+        self.state = TrainState(self.stopping.initial_best, global_batch, self.input_shards)
         self.best_weights = [
             tf.Variable(w.value, trainable=False, name="best") for w in model.weights
         ]
@@ -179,39 +203,52 @@ class TrainingLoop:
         if not restored:
             return None
         resumed_from = (int(self.state.epoch.numpy()), int(self.state.step.numpy()))
-        if int(self.state.global_batch.numpy()) != self.global_batch:
+        saved = (int(self.state.global_batch.numpy()), int(self.state.input_shards.numpy()))
+        if saved != (self.global_batch, self.input_shards):
             raise ValueError(
-                f"{restored} counts its data position in global batches of "
-                f"{int(self.state.global_batch.numpy())}, this run uses {self.global_batch} "
-                "(per_replica_batch_size with another replica count?); restore the layout "
+                f"{restored} counts its data position in global batches of {saved[0]} over "
+                f"{saved[1]} input shard(s); this run uses {self.global_batch} over "
+                f"{self.input_shards} (another replica or worker count? set "
+                "training.input_shards and per_replica_batch_size to keep the layout) "
                 f"or delete {self.backup.directory}"
             )
         log.info("resuming from %s: epoch %d, step %d", restored, *resumed_from)
         self.reporter.resuming(*resumed_from)
         return resumed_from
 
+    def _epoch_iterator(self, plan, start: int):
+        """An iterator over this worker's per-replica batches from step ``start``."""
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda context: epoch_data.worker_batches(
+                self.examples, plan, context, self.t.seed, self.t.shuffle_buffer, start
+            )
+        )
+        return iter(dataset)
+
     def _run_epoch(self, epoch: int, start: int) -> tuple[float, int]:
         """Trains the rest of ``epoch`` from step ``start``; ``(seconds, steps run)``."""
         if start == 0:
             self.steps.train_metrics.reset()
-        batches = epoch_data.epoch_batches(
-            self.examples, epoch, self.global_batch, self.t.seed, self.t.shuffle_buffer, start
-        )
+        plan = self.examples.plan(epoch, self.t.seed, self.input_shards, self.global_batch)
+        self.reporter.steps_per_epoch = plan.steps
+        iterator = self._epoch_iterator(plan, start)
         every = self.t.checkpoint_every_steps
-        started, ran = time.time(), 0
+        started, step = time.time(), start
         bar = self.reporter.progress_bar(epoch, start)
-        for batch in self.strategy.experimental_distribute_dataset(batches):
-            self.steps.train_step(batch)
-            step = int(self.state.step.assign_add(1).numpy())
-            ran += 1
+        while step < plan.steps:
+            n = steps_in_call(step, plan.steps, self.t.steps_per_call, every)
+            self.steps.train_steps(iterator, n)
+            step += n
+            self.state.step.assign(step)
             if bar is not None:
                 bar.update(step)
             if self.on_step is not None:
-                self.on_step(epoch, step)
+                for done in range(step - n + 1, step + 1):
+                    self.on_step(epoch, done)
             if every and step % every == 0:
                 self._save()
         self.reporter.finish_bar(bar)
-        return time.time() - started, ran
+        return time.time() - started, step - start
 
     def _should_continue(self) -> bool:
         return (
@@ -229,7 +266,6 @@ class TrainingLoop:
             epoch, start = int(self.state.epoch.numpy()), int(self.state.step.numpy())
             seconds, ran = self._run_epoch(epoch, start)
             steps_run += ran
-            self.reporter.steps_per_epoch = int(self.state.step.numpy())
             epoch_seconds.append(seconds)
             self._end_epoch(epoch, seconds, int(self.state.step.numpy()) - start)
             self._save()
@@ -245,5 +281,6 @@ class TrainingLoop:
             resumed_from=resumed_from,
             epoch_seconds=epoch_seconds,
             steps_run=steps_run,
+            input_shards=self.input_shards,
             stopped_by_budget=self.stopped_by_budget,
         )

@@ -3,14 +3,24 @@
 Per step, each replica computes the loss of its share of the global batch
 and divides the SUM by the size of the whole global batch (all-reduced, so
 a short last batch is averaged correctly), so the summed gradients equal
-those of one device seeing the global batch. Predictions and labels are
-gathered to update micro-averaged AUC metrics identically on every worker,
-which keeps early stopping in lockstep across workers. With sample weights
+those of one device seeing the global batch. With sample weights
 (``loss.sample_weights``), each training example's loss is multiplied by
 its weight before that average (still divided by the example count), and
 the reported training loss is the weighted one, as in Keras; validation
 losses and metrics are never weighted, so early stopping compares like
 with like.
+
+Per-step host round trips and cross-replica traffic are what made the loop
+slower than Keras ``fit``, so:
+
+- one call runs several steps (``training.steps_per_call``) inside a
+  ``tf.function`` loop, as Keras' ``steps_per_execution`` does;
+- metrics are never gathered per step: each replica adds its loss sum,
+  example count and the AUC confusion counts of its examples (Keras' own
+  bucketing, `confusion_counts`) into replica-local accumulators, and one
+  all-reduce per call moves them into the epoch totals. Confusion counts are
+  whole numbers, so their sum does not depend on the layout, and every
+  worker holds the same totals (early stopping stays in lockstep).
 """
 
 from __future__ import annotations
@@ -23,54 +33,119 @@ import tensorflow as tf
 from trainer.losses import training_losses
 
 SUM = tf.distribute.ReduceOp.SUM
+NUM_THRESHOLDS = 200  # keras.metrics.AUC's default
+AUC_CURVES = {"pr_auc": "PR", "roc_auc": "ROC"}
+
+
+def confusion_counts(y, p, num_thresholds: int = NUM_THRESHOLDS) -> tf.Tensor:
+    """``[4, T]`` float32 TP, FP, TN, FN counts, micro-averaged (labels flattened).
+
+    The same numbers `keras.metrics.AUC.update_state` adds (its bucketing for
+    evenly spaced thresholds with the epsilon ends), so `EpochMetrics`
+    reports what Keras would; tested against it.
+    """
+    p = tf.clip_by_value(tf.reshape(tf.cast(p, tf.float32), [-1]), 0.0, 1.0)
+    y = tf.cast(tf.cast(tf.reshape(y, [-1]), tf.bool), tf.float32)
+    buckets = tf.nn.relu(tf.math.ceil(p * float(num_thresholds - 1)) - 1)
+    buckets = tf.cast(buckets, tf.int32)
+
+    def above(weights):  # examples whose score is above each threshold
+        per_bucket = tf.math.unsorted_segment_sum(weights, buckets, num_thresholds)
+        return tf.reverse(tf.cumsum(tf.reverse(per_bucket, [0])), [0])
+
+    tp, fp = above(y), above(1.0 - y)
+    tn = tf.reduce_sum(1.0 - y) - fp
+    fn = tf.reduce_sum(y) - tp
+    return tf.stack([tp, fp, tn, fn])
 
 
 class EpochMetrics:
     """Mean loss and micro-averaged PR/ROC AUC over one epoch (or one split).
 
-    The variables live outside the strategy (plain variables updated in
-    cross-replica context from gathered tensors), so every worker holds the
-    same values, and they are saved with the checkpoint: a resumed epoch
-    reports what an uninterrupted one would have.
+    The totals are plain float64 variables updated in cross-replica context
+    from all-reduced sums, so every worker holds the same values, and they
+    are saved with the checkpoint: a resumed epoch reports what an
+    uninterrupted one would have.
     """
 
     def __init__(self, prefix: str):
         self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_sum")
-        self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
+        self.examples = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="examples")
+        self.confusion = tf.Variable(
+            tf.zeros([4, NUM_THRESHOLDS], tf.float64), trainable=False, name="confusion"
+        )
         # Micro-averaged (labels flattened): macro AUCs are dominated by labels
-        # with no positive in a small validation split and barely move.
-        self.aucs = {
-            "pr_auc": keras.metrics.AUC(curve="PR", name=f"{prefix}pr_auc"),
-            "roc_auc": keras.metrics.AUC(curve="ROC", name=f"{prefix}roc_auc"),
+        # with no positive in a small validation split and barely move. Keras'
+        # AUC objects only turn the counts into areas.
+        self._aucs = {
+            k: keras.metrics.AUC(curve=c, name=f"{prefix}{k}") for k, c in AUC_CURVES.items()
         }
 
     @property
     def variables(self) -> list:
-        out = [self.loss_sum, self.examples]
-        for metric in self.aucs.values():
-            out += [v.value for v in metric.variables]
-        return out
+        return [self.loss_sum, self.examples, self.confusion]
 
-    def update(self, loss_sum, y, p) -> None:
-        self.loss_sum.assign_add(tf.cast(loss_sum, tf.float64))
-        self.examples.assign_add(tf.cast(tf.shape(y)[0], tf.int64))
-        for metric in self.aucs.values():
-            metric.update_state(y, p)
+    def add(self, totals) -> None:
+        """Adds ``[loss_sum, examples, *confusion]`` (as `Accumulators.packed`)."""
+        totals = tf.cast(totals, tf.float64)
+        self.loss_sum.assign_add(totals[0])
+        self.examples.assign_add(totals[1])
+        self.confusion.assign_add(tf.reshape(totals[2:], [4, NUM_THRESHOLDS]))
 
     def reset(self) -> None:
-        self.loss_sum.assign(0.0)
-        self.examples.assign(0)
-        for metric in self.aucs.values():
-            metric.reset_state()
+        for v in self.variables:
+            v.assign(tf.zeros_like(v))
 
     def result(self) -> dict[str, float]:
-        out = {"loss": float(self.loss_sum.numpy() / max(int(self.examples.numpy()), 1))}
-        out.update({k: float(m.result().numpy()) for k, m in self.aucs.items()})
+        out = {"loss": float(self.loss_sum.numpy() / max(self.examples.numpy(), 1.0))}
+        tp, fp, tn, fn = self.confusion.numpy().astype("float32")
+        for key, auc in self._aucs.items():
+            for var, value in zip(
+                (auc.true_positives, auc.false_positives, auc.true_negatives, auc.false_negatives),
+                (tp, fp, tn, fn),
+            ):
+                var.assign(value)
+            out[key] = float(auc.result().numpy())
         return out
+
+
+class Accumulators:
+    """Replica-local sums between two all-reduces (``ON_READ`` variables).
+
+    Each replica adds to its own copy without any cross-replica traffic;
+    `packed` is read in replica context and summed over all replicas of all
+    workers once per call.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+        with strategy.scope():
+            self.sums = tf.Variable(
+                tf.zeros([2 + 4 * NUM_THRESHOLDS], tf.float64),
+                trainable=False,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+                name="replica_sums",
+            )
+
+    def add(self, loss_sum, y, p) -> None:
+        """In replica context: this replica's loss sum, example count and counts."""
+        count = tf.cast(tf.shape(y)[0], tf.float64)
+        counts = tf.reshape(tf.cast(confusion_counts(y, p), tf.float64), [-1])
+        self.sums.assign_add(tf.concat([[tf.cast(loss_sum, tf.float64), count], counts], 0))
+
+    def reset(self) -> None:
+        """In cross-replica context: zeroes every replica's copy."""
+        self.strategy.run(lambda: self.sums.assign(tf.zeros_like(self.sums)))
+
+    def total(self) -> tf.Tensor:
+        """In cross-replica context: the sums over every replica of every worker."""
+        per_replica = self.strategy.run(lambda: tf.identity(self.sums))
+        return self.strategy.reduce(SUM, per_replica, axis=None)
 
 
 class DistributedSteps:
-    """The train step and the evaluation pass of one model under one strategy.
+    """The train steps and the evaluation pass of one model under one strategy.
 
     Args:
         strategy: From `trainer.distribute.make_strategy`.
@@ -101,23 +176,32 @@ class DistributedSteps:
         self.loss_fn, self.sample_weights = loss_fn, sample_weights
         self.train_metrics = EpochMetrics("")
         self.val_metrics = EpochMetrics("val_")
+        self._sums = Accumulators(strategy)
         with strategy.scope():
             optimizer.build(model.trainable_variables)
-        self._train_step = tf.function(self._distributed_train_step)
+        self._train_steps = tf.function(self._distributed_train_steps)
         self._eval_step = tf.function(self._distributed_eval_step)
+        self._collect_val = tf.function(lambda: self._collect_sums(self.val_metrics))
         compile_replica = tf.function(jit_compile=True) if jit_compile else (lambda f: f)
         self._grads = compile_replica(self._replica_gradients)
         self._scores = compile_replica(self._replica_scores)
 
-    def train_step(self, batch) -> None:
-        """One optimizer step on a distributed global batch; updates `train_metrics`."""
-        self._train_step(batch)
+    def train_steps(self, iterator, steps: int) -> None:
+        """``steps`` optimizer steps on the next global batches of ``iterator``.
+
+        Args:
+            iterator: Over a distributed dataset (one element per replica per step).
+            steps: How many steps this call runs; a tensor argument, so every
+                count shares one trace.
+        """
+        self._train_steps(iterator, tf.constant(steps, tf.int32))
 
     def evaluate(self, distributed_batches) -> dict[str, float]:
         """Loss and AUCs over a whole distributed dataset (``val_``-prefixed)."""
         self.val_metrics.reset()
         for batch in distributed_batches:
             self._eval_step(batch)
+        self._collect_val()
         return {f"val_{k}": v for k, v in self.val_metrics.result().items()}
 
     def _replica_gradients(self, ids, y, global_size):
@@ -138,27 +222,23 @@ class DistributedSteps:
         global_size = ctx.all_reduce(SUM, tf.shape(y, out_type=tf.int64)[0])
         grads, loss_sum, p = self._grads(ids, y, global_size)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return loss_sum, y, p
+        self._sums.add(loss_sum, y, p)
 
     def _replica_scores(self, ids):
         return tf.cast(self.model(ids, training=False), tf.float32)
 
     def _replica_eval(self, ids, y):
         p = self._scores(ids)
-        return tf.reduce_sum(self.loss_fn(y, p)), y, p
+        self._sums.add(tf.reduce_sum(self.loss_fn(y, p)), y, p)
 
-    def _gather_update(self, metrics: EpochMetrics, per_replica) -> None:
-        loss_sum, y, p = per_replica
-        metrics.update(
-            self.strategy.reduce(SUM, loss_sum, axis=None),
-            self.strategy.gather(y, axis=0),
-            self.strategy.gather(p, axis=0),
-        )
+    def _collect_sums(self, metrics: EpochMetrics) -> None:
+        metrics.add(self._sums.total())
+        self._sums.reset()
 
-    def _distributed_train_step(self, batch):
-        ids, y = batch
-        self._gather_update(self.train_metrics, self.strategy.run(self._replica_train, (ids, y)))
+    def _distributed_train_steps(self, iterator, steps):
+        for _ in tf.range(steps):
+            self.strategy.run(self._replica_train, next(iterator))
+        self._collect_sums(self.train_metrics)
 
     def _distributed_eval_step(self, batch):
-        ids, y = batch
-        self._gather_update(self.val_metrics, self.strategy.run(self._replica_eval, (ids, y)))
+        self.strategy.run(self._replica_eval, batch)

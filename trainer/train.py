@@ -245,6 +245,7 @@ def _summary(
         "sample_weights": weights.summary() if weights else None,
         "resumed_from": done.resumed_from,
         "steps_this_process": done.steps_run,
+        "input_shards": done.input_shards,
         "epoch_seconds_this_process": done.epoch_seconds,
         "threshold": best,
         "validation": val_metrics,
@@ -338,7 +339,7 @@ def train_one(
     started = time.time()
     inputs = load_inputs(cfg, role)
     layout = batch_layout(cfg.training, strategy, role)
-    examples = epoch_data.parsed_examples(
+    examples = epoch_data.TrainSplit.from_pattern(
         schema.split_pattern(cfg.data_dir, "train"), inputs.vectorizer, inputs.label_encoder
     )
     validation = epoch_data.eval_batches(
