@@ -105,7 +105,7 @@ class GzipTFRecordFile:
             while (chunk := self._queue.get()) is not None:
                 self._file.write(self._zlib.compress(chunk))
             self._file.write(self._zlib.flush())
-        except BaseException as e:  # re-raised on the bundle's thread
+        except BaseException as e:  # re-raised on the bundle's thread  # noqa: BLE001
             self._error = e
             while self._queue.get() is not None:  # keep the producer unblocked
                 pass

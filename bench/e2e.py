@@ -11,7 +11,8 @@ of the path on it, each in its own child process:
 - ``train``: ``doctags train`` (the custom loop; ``--family``, ``--epochs``);
 - ``export``: ``doctags export`` (the SavedModel TF Serving loads);
 - ``tag``: batch tagging of the WHOLE corpus (every document, raw JSONL in,
-  tags out as gzip JSONL), see `TAG_COMMAND`;
+  tags out as gzip JSONL): ``doctags predict --input --output`` (the Beam
+  RunInference job), or ``--tagging in_process`` (`Tagger` batches);
 - ``evaluate``: ``doctags evaluate`` on the test split (metrics JSON + HTML).
 
 A stage's child runs the CLI in process and reports its own peak RSS
@@ -103,11 +104,20 @@ def in_process_tag_command(model: str, input_glob: str, output_dir: str) -> list
 
 
 def beam_predict_command(model: str, input_glob: str, output_dir: str) -> list[str]:
-    """The lead's Beam batch job, once ``doctags predict --input GLOB --output DIR`` lands."""
-    return ["predict", "--model", model, "--input", input_glob, "--output", output_dir]
+    """The Beam batch job users run: ``doctags predict --input GLOB --output DIR``."""
+    return [
+        "predict",
+        "--model",
+        model,
+        "--input",
+        input_glob,
+        "--output",
+        output_dir,
+        "--overwrite",
+    ]
 
 
-TAG_COMMAND = in_process_tag_command  # switch to beam_predict_command when it lands
+TAG_COMMANDS = {"beam": beam_predict_command, "in_process": in_process_tag_command}
 
 
 # ------------------------------------------------------------ stage children
@@ -208,7 +218,7 @@ def run_size(n: int, args) -> list[dict]:
     stage("export", ["export", "--config", config, "--overwrite"])
     model = os.path.join(run_dir, "export", "e2e")
     tagged = os.path.join(run_dir, "tagged")
-    stage("tag", TAG_COMMAND(model, pattern, tagged), n)
+    stage("tag", TAG_COMMANDS[args.tagging](model, pattern, tagged), n)
     stage("evaluate", ["evaluate", "--config", config], documents["test"])
     with open(os.path.join(run_dir, "eval", "metrics_test.json")) as f:
         metrics = json.load(f)["metrics"]
@@ -251,6 +261,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tagging",
+        choices=sorted(TAG_COMMANDS),
+        default="beam",
+        help="the tag stage: the Beam `doctags predict` job, or in-process Tagger batches",
+    )
     parser.add_argument("--work", default="/tmp/doctags-e2e")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()

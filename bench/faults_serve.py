@@ -199,7 +199,7 @@ def _measure(url: str, seconds: float, clients: int = 4) -> tuple[list[float], l
             started = time.perf_counter()
             try:
                 _predict(url)
-            except Exception as e:  # reported
+            except Exception as e:  # reported  # noqa: BLE001
                 with lock:
                     errors.append(type(e).__name__)
             with lock:
@@ -371,7 +371,7 @@ def slow_copy(repo: str, export: str, workdir: str) -> Result:
         while not stop.is_set():
             try:
                 _predict(server.rest_url)
-            except Exception as e:  # reported
+            except Exception as e:  # reported  # noqa: BLE001
                 errors.append(type(e).__name__)
             time.sleep(0.05)
 

@@ -338,119 +338,72 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--documents", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--workdir", default="/tmp/doctags-scale")
-    parser.add_argument("--modes", default="in_memory", help="comma-separated DirectRunner modes")
-    parser.add_argument("--workers", type=int, default=2, help="workers for multi_* modes")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-seeds", action="store_true")
-    parser.add_argument("--no-tft", action="store_true", help="skip the tf.Transform peer")
-    parser.add_argument(
-        "--tft-venv",
-        default=os.environ.get("DOCTAGS_TFT_VENV") or default_tft_venv(),
-        help="virtualenv of the tf.Transform peer (built if missing; env DOCTAGS_TFT_VENV)",
-    )
-    parser.add_argument(
-        "--tft-runner",
-        default="FnApiRunner",
-        help="Beam runner of the tf.Transform peer (DirectRunner would try Prism first)",
-    )
-    parser.add_argument("--json", help="also write the rows here")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for the doctags runs (doctags preprocess --set)",
-    )
-    parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
-    args = parser.parse_args()
+def doctags_row(args, n: int, pattern: str, mode: str) -> dict:
+    """One measured `doctags preprocess` run in ``mode``."""
+    workers = 1 if mode == "in_memory" else args.workers
+    config = write_config(args.workdir, n, pattern, mode, workers, args.batch_size)
+    cmd = [
+        os.path.join(REPO, ".venv", "bin", "doctags"),
+        "preprocess",
+        "--config",
+        config,
+        *[arg for pair in args.set for arg in ("--set", pair)],
+        "--",
+        "--runner=DirectRunner",
+    ]
+    before = load()
+    wall, cpu, rss, code, out = run_measured(cmd)
+    if code != 0:
+        print(out[-3000:])
+        raise SystemExit(f"doctags preprocess failed ({code})")
+    meta_path = os.path.join(args.workdir, f"run-{n}-{mode}", "data", "metadata.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    docs = meta["documents"]["total"]
+    assert meta["all_records_accounted_for"] and docs == n, meta["documents"]
+    written = sum(meta["examples_written"].values())
+    return {
+        "documents": n,
+        "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})"
+        + "".join(f", {pair}" for pair in args.set),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "docs_per_s": n / wall,
+        "peak_rss_mib": rss,
+        "load": f"{before} -> {load()}",
+        "written": written,
+        # Which runner ran: DirectRunner tries Prism first (see module doc).
+        "runner_log": [
+            line.split(": ", 1)[-1][:160]
+            for line in out.splitlines()
+            if "PrismRunner" in line or "Falling back" in line
+        ],
+    }
 
-    if args.seeds_baseline:
-        print(json.dumps(seeds_baseline(args.seeds_baseline, ["title", "text"])))
-        return 0
 
-    os.makedirs(args.workdir, exist_ok=True)
-    rows = []
-    checks = []
-    tft_python = None
-    if not args.no_tft:
-        tft_python = ensure_tft_venv(args.tft_venv)
-        print(f"tf.Transform peer: {tft_python} {json.dumps(tft_versions(tft_python))}")
-    print(f"machine: {os.cpu_count()} cores, load average {load()} (shared with other jobs)")
-    for n in args.documents:
-        pattern = ensure_corpus(args.workdir, n, args.seed)
-        for mode in args.modes.split(","):
-            workers = 1 if mode == "in_memory" else args.workers
-            config = write_config(args.workdir, n, pattern, mode, workers, args.batch_size)
-            cmd = [
-                os.path.join(REPO, ".venv", "bin", "doctags"),
-                "preprocess",
-                "--config",
-                config,
-                *[arg for pair in args.set for arg in ("--set", pair)],
-                "--",
-                "--runner=DirectRunner",
-            ]
-            before = load()
-            wall, cpu, rss, code, out = run_measured(cmd)
-            if code != 0:
-                print(out[-3000:])
-                raise SystemExit(f"doctags preprocess failed ({code})")
-            meta_path = os.path.join(args.workdir, f"run-{n}-{mode}", "data", "metadata.json")
-            with open(meta_path) as f:
-                meta = json.load(f)
-            docs = meta["documents"]["total"]
-            assert meta["all_records_accounted_for"] and docs == n, meta["documents"]
-            written = sum(meta["examples_written"].values())
-            rows.append(
-                {
-                    "documents": n,
-                    "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})"
-                    + "".join(f", {pair}" for pair in args.set),
-                    "seconds": wall,
-                    "cpu_seconds": cpu,
-                    "docs_per_s": n / wall,
-                    "peak_rss_mib": rss,
-                    "load": f"{before} -> {load()}",
-                    "written": written,
-                    # Which runner ran: DirectRunner tries Prism first (see module doc).
-                    "runner_log": [
-                        line.split(": ", 1)[-1][:160]
-                        for line in out.splitlines()
-                        if "PrismRunner" in line or "Falling back" in line
-                    ],
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-        if not args.skip_seeds:
-            before = load()
-            cmd = [sys.executable, os.path.abspath(__file__), "--seeds-baseline", pattern]
-            wall, cpu, rss, code, out = run_measured(cmd)
-            if code != 0:
-                print(out[-3000:])
-                raise SystemExit("seeds baseline failed")
-            result = json.loads(out.strip().splitlines()[-1])
-            rows.append(
-                {
-                    "documents": n,
-                    "system": "seeds (regex + BeautifulSoup + Counter, 1 process)",
-                    "seconds": wall,
-                    "cpu_seconds": cpu,
-                    "docs_per_s": result["documents"] / wall,
-                    "peak_rss_mib": rss,
-                    "load": f"{before} -> {load()}",
-                    "written": 0,
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-        if tft_python:
-            rows.append(run_tft_peer(tft_python, args, n, pattern, checks))
-            print(json.dumps(rows[-1]), flush=True)
+def seeds_row(n: int, pattern: str) -> dict:
+    """The seeds' per-document cleaning on the same corpus, measured."""
+    before = load()
+    cmd = [sys.executable, os.path.abspath(__file__), "--seeds-baseline", pattern]
+    wall, cpu, rss, code, out = run_measured(cmd)
+    if code != 0:
+        print(out[-3000:])
+        raise SystemExit("seeds baseline failed")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {
+        "documents": n,
+        "system": "seeds (regex + BeautifulSoup + Counter, 1 process)",
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "docs_per_s": result["documents"] / wall,
+        "peak_rss_mib": rss,
+        "load": f"{before} -> {load()}",
+        "written": 0,
+    }
 
+
+def print_report(rows: list[dict], checks: list[dict]) -> None:
+    """The table, the runner logs and the tf.Transform checks."""
     print()
     print(
         "| documents | system | wall s | documents/s | vs seeds | CPU s | docs per CPU-s "
@@ -499,6 +452,64 @@ def main() -> int:
                 f"{v['smallest_count']} times are the same set: {v['above_smallest_same_set']} "
                 "(ties at the smallest count are broken differently)"
             )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--documents", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--workdir", default="/tmp/doctags-scale")
+    parser.add_argument("--modes", default="in_memory", help="comma-separated DirectRunner modes")
+    parser.add_argument("--workers", type=int, default=2, help="workers for multi_* modes")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-seeds", action="store_true")
+    parser.add_argument("--no-tft", action="store_true", help="skip the tf.Transform peer")
+    parser.add_argument(
+        "--tft-venv",
+        default=os.environ.get("DOCTAGS_TFT_VENV") or default_tft_venv(),
+        help="virtualenv of the tf.Transform peer (built if missing; env DOCTAGS_TFT_VENV)",
+    )
+    parser.add_argument(
+        "--tft-runner",
+        default="FnApiRunner",
+        help="Beam runner of the tf.Transform peer (DirectRunner would try Prism first)",
+    )
+    parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for the doctags runs (doctags preprocess --set)",
+    )
+    parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
+    args = parser.parse_args()
+
+    if args.seeds_baseline:
+        print(json.dumps(seeds_baseline(args.seeds_baseline, ["title", "text"])))
+        return 0
+
+    os.makedirs(args.workdir, exist_ok=True)
+    rows = []
+    checks = []
+    tft_python = None
+    if not args.no_tft:
+        tft_python = ensure_tft_venv(args.tft_venv)
+        print(f"tf.Transform peer: {tft_python} {json.dumps(tft_versions(tft_python))}")
+    print(f"machine: {os.cpu_count()} cores, load average {load()} (shared with other jobs)")
+    for n in args.documents:
+        pattern = ensure_corpus(args.workdir, n, args.seed)
+        for mode in args.modes.split(","):
+            rows.append(doctags_row(args, n, pattern, mode))
+            print(json.dumps(rows[-1]), flush=True)
+        if not args.skip_seeds:
+            rows.append(seeds_row(n, pattern))
+            print(json.dumps(rows[-1]), flush=True)
+        if tft_python:
+            rows.append(run_tft_peer(tft_python, args, n, pattern, checks))
+            print(json.dumps(rows[-1]), flush=True)
+
+    print_report(rows, checks)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "tft_checks": checks}, f, indent=2)

@@ -30,11 +30,11 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from doctags.cli import main as doctags_main  # noqa: E402
-from doctags_core.data_files import read_split  # noqa: E402
-from doctags_core.labels import multi_hot  # noqa: E402
-from doctags_core.metrics import format_table, summary_metrics  # noqa: E402
-from doctags_core.tagger import Tagger  # noqa: E402
+from doctags.cli import main as doctags_main
+from doctags_core.data_files import read_split
+from doctags_core.labels import multi_hot
+from doctags_core.metrics import format_table, summary_metrics
+from doctags_core.tagger import Tagger
 
 # name -> config overrides; every variant starts from the --config file.
 VARIANTS: dict[str, dict] = {

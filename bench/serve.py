@@ -230,7 +230,7 @@ def bench_server(kind: str, make_client, texts, requests_total: int, clients: in
             started = time.perf_counter()
             try:
                 client.tag([texts[i % len(texts)]])
-            except Exception as e:  # counted in the table
+            except Exception as e:  # counted in the table  # noqa: BLE001
                 with lock:
                     errors.append(repr(e))
                 continue

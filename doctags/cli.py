@@ -35,14 +35,14 @@ from doctags import console
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-import yaml  # noqa: E402
+import yaml
 
-from doctags_core.config import Config, ConfigError, load_config  # noqa: E402
-from doctags_core.data_checks import DataRejected, format_report  # noqa: E402
-from doctags_core.data_files import DataError  # noqa: E402
-from doctags_core.data_sample import SampleError  # noqa: E402
-from doctags_core.field_detection import DetectionError  # noqa: E402
-from serving.errors import ServingError  # noqa: E402
+from doctags_core.config import Config, ConfigError, load_config
+from doctags_core.data_checks import DataRejected, format_report
+from doctags_core.data_files import DataError
+from doctags_core.data_sample import SampleError
+from doctags_core.field_detection import DetectionError
+from serving.errors import ServingError
 
 log = logging.getLogger("doctags")
 

@@ -513,6 +513,37 @@ def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _coerce_scalar(value: Any, tp: type, key: str) -> Any:
+    """A bool, int, float or str from YAML; bools are never taken as numbers."""
+    is_bool = isinstance(value, bool)
+    if tp is bool and is_bool:
+        return value
+    if tp is int and isinstance(value, int) and not is_bool:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not is_bool:
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
+    expected = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }
+    if tp not in expected:
+        raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+    raise ConfigError(f"{key}: expected {expected[tp]}, got {value!r}")
+
+
+def _coerce_tuple(value: Any, item_type: Any, key: str) -> tuple:
+    """A YAML list (or one scalar, read as a list of one) as a tuple."""
+    if isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+    return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Converts a YAML value to the annotated type or raises ConfigError."""
     origin = typing.get_origin(tp)
@@ -529,28 +560,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key)
     if origin is tuple:
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+        return _coerce_tuple(value, args[0], key)
+    return _coerce_scalar(value, tp, key)
 
 
 def _build(cls: type, raw: dict, prefix: str) -> Any:

@@ -13,6 +13,7 @@ pays per-element overhead once per batch from the very first step.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from doctags_core import records
 from doctags_core.config import DataConfig
@@ -129,18 +130,36 @@ def iter_jsonl_batches(
     corrupt gzip stream) ends the file with one ``unreadable_file`` dead
     letter, after the complete lines read before it (they are kept).
     """
-    errors = read_errors()
-    limit = max_record_bytes or (1 << 62)
     batch: list = []
+    for kind, item in _jsonl_lines(stream, source, max_record_bytes or (1 << 62)):
+        if kind == "line":
+            batch.append((source, item))
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+            continue
+        if kind == "unreadable" and batch:  # the lines before the damage first
+            yield batch
+            batch = []
+        yield item
+    if batch:
+        yield batch
+
+
+def _jsonl_lines(stream, source: str, limit: int) -> Iterator[tuple[str, Any]]:
+    """``("line", bytes)``, ``("dead", dead letter)`` or a last ``("unreadable", ...)``.
+
+    Reads the stream in chunks so that a line longer than ``limit`` is never
+    held whole (see `_LongLine`).
+    """
+    errors = read_errors()
     pending = _LongLine(limit)
     lines_done = 0
     while True:
         try:
             chunk = stream.read(_CHUNK)
         except errors as e:
-            if batch:
-                yield batch
-            yield unreadable(source, e, lines_done)
+            yield "unreadable", unreadable(source, e, lines_done)
             return
         if not chunk:
             break
@@ -150,27 +169,25 @@ def iter_jsonl_batches(
             continue
         parts[0], size, head = pending.finish(parts[0])
         if parts[0] is None:
-            yield _too_large(source, size, limit, head)
+            yield "dead", _too_large(source, size, limit, head)
             lines_done += 1
         pending.add(parts[-1])
         for line in parts[:-1]:
-            if line is None:
-                continue
-            lines_done += 1
-            if len(line) > limit:
-                yield _too_large(source, len(line), limit, line[:2000])
-                continue
-            batch.append((source, _strip_cr(line)))
-            if len(batch) >= batch_size:
-                yield batch
-                batch = []
+            if line is not None:
+                lines_done += 1
+                yield _checked_line(source, line, limit)
     tail, size, head = pending.finish(b"")
     if tail is None:
-        yield _too_large(source, size, limit, head)
+        yield "dead", _too_large(source, size, limit, head)
     elif tail:
-        batch.append((source, _strip_cr(tail)))
-    if batch:
-        yield batch
+        yield "line", _strip_cr(tail)
+
+
+def _checked_line(source: str, line: bytes, limit: int) -> tuple[str, Any]:
+    """``("line", the line without a trailing CR)``, or a ``record_too_large`` dead letter."""
+    if len(line) > limit:
+        return "dead", _too_large(source, len(line), limit, line[:2000])
+    return "line", _strip_cr(line)
 
 
 def iter_csv_batches(

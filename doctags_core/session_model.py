@@ -66,7 +66,7 @@ class SessionModel:
         self.path = path
         try:
             self._load(tags)
-        except Exception as e:  # noqa: BLE001 - only op registration errors are retried
+        except Exception as e:
             if not register_text_ops_if_needed(e):
                 raise
             self._load(tags)

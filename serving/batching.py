@@ -267,7 +267,7 @@ class Batcher:
                     raise ServingError(
                         "INTERNAL", f"output '{name}' has no batch dimension of size {total}"
                     )
-        except BaseException as e:  # every waiting caller must be woken
+        except BaseException as e:  # every waiting caller must be woken  # noqa: BLE001
             for task in batch:
                 task.future.set_exception(e)
             return

@@ -64,7 +64,7 @@ def batching_parameters_class():
         dependency=[wrappers.name],
     )
     message = proto.message_type.add(name="BatchingParameters")
-    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
+    F = descriptor_pb2.FieldDescriptorProto
     for name, number, kind, type_name, repeated in _FIELDS:
         field = message.field.add(
             name=name,

@@ -92,7 +92,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
         self.metrics = metrics
 
-    def Predict(self, request, context):  # noqa: N802 - generated name
+    def Predict(self, request, context):
         started, status, rows = time.monotonic(), "OK", None
         try:
             response, rows = self._predict(request)
@@ -130,7 +130,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
             return response, len(next(iter(inputs.values())))
 
-    def GetModelMetadata(self, request, context):  # noqa: N802 - generated name
+    def GetModelMetadata(self, request, context):
         try:
             fields = list(request.metadata_field)
             if not fields:
@@ -159,7 +159,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    def GetModelStatus(self, request, context):  # noqa: N802 - generated name
+    def GetModelStatus(self, request, context):
         try:
             statuses = self.manager.status(request.model_spec.name, _version(request.model_spec))
         except ServingError as e:
@@ -173,7 +173,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             entry.status.error_message = s.error_message
         return response
 
-    def HandleReloadConfigRequest(self, request, context):  # noqa: N802 - generated name
+    def HandleReloadConfigRequest(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "doctags serve has no model config to reload")
 
 

@@ -40,7 +40,7 @@ def _object_signatures(path: str) -> dict:
 
     try:
         loaded = tf.saved_model.load(path)
-    except Exception as e:  # noqa: BLE001 - only op registration errors are retried
+    except Exception as e:
         if not register_text_ops_if_needed(e):
             raise
         loaded = tf.saved_model.load(path)

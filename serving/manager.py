@@ -242,7 +242,7 @@ class ModelManager:
             servable = Servable(LoadedVersion(path, version), self.batching, self.model_name)
             stage = "warmup"
             warmed = servable.warmup() if self.warmup else 0
-        except Exception as e:  # any load failure leaves the current version serving
+        except Exception as e:  # any load failure leaves the current version serving  # noqa: BLE001
             if servable is not None:
                 servable.close()
             self._failed(version, path, stage, e)

@@ -22,7 +22,7 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter
 @functools.cache
 def monitoring_config_class():
     """The ``tensorflow.serving.MonitoringConfig`` message class (private pool)."""
-    F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
+    F = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(
         name="tensorflow_serving/config/monitoring_config.proto",
         package="tensorflow.serving",

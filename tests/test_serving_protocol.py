@@ -144,7 +144,7 @@ def test_concurrent_requests_are_batched_and_answered_with_their_own_rows():
         try:
             x = np.array([i, i + 100], np.int64)
             results[i] = batcher.submit(Batcher.key("s", {"x": x}), {"x": x})
-        except Exception as e:  # collected, asserted below
+        except Exception as e:  # collected, asserted below  # noqa: BLE001
             errors.append(e)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]

@@ -231,7 +231,7 @@ def _load(client_factory, total, workers, stop=None):
                 with lock:
                     ok[0] += 1
                     versions.append(version)
-            except Exception as e:  # every failure is collected and asserted on
+            except Exception as e:  # every failure is collected and asserted on  # noqa: BLE001
                 with lock:
                     errors.append(repr(e))
 

@@ -18,11 +18,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+import numpy as np
+import yaml
 
-from doctags_core.config import load_config  # noqa: E402
-from trainer.distribute import configure_logical_cpus  # noqa: E402
+from doctags_core.config import load_config
+from trainer.distribute import configure_logical_cpus
 
 
 def main() -> None:

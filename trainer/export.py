@@ -250,7 +250,7 @@ def verify_in_session(version_dir: str) -> int:
     try:
         with SessionModel(version_dir) as session:
             replayed = session.replay_warmup()
-    except Exception as e:  # noqa: BLE001 - any loader or run failure refuses the export
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RuntimeError(
             f"{version_dir}: TF Serving's session loader cannot run this export: {first}"

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from doctags_core.synth import SynthSpec, write_corpus  # noqa: E402
+from doctags_core.synth import SynthSpec, write_corpus
 
 PRESETS = {
     # Many labels, short texts, heavy Zipf tail (like the users' held-out corpus).

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from doctags_core.metrics import threshold_grid  # noqa: E402
+from doctags_core.metrics import threshold_grid
 
 WORK = os.environ.get("DOCTAGS_RESEARCH_WORK", "/tmp/q/runs")
 GRID = threshold_grid(0.05, 0.95, 0.05)  # configs/reuters.yaml's sweep
