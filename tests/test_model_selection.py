@@ -239,3 +239,21 @@ def test_choose_takes_the_simplest_policy_then_the_cheapest_within_the_tolerance
 def test_selection_settings_are_validated(tmp_path, reuters_slice, sections, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         load_config(small_config(tmp_path, reuters_slice, **sections))
+
+
+@pytest.mark.parametrize(
+    "name, loss",
+    [
+        ("tfidf_mlp", "bce"),
+        ("tfidf_mlp_weighted_bce", "weighted_bce"),
+        ("tfidf_mlp_focal", "focal"),
+    ],
+)
+def test_loss_variants_are_candidates_validation_can_choose(preprocessed, name, loss):
+    cfg = load_config(_config(preprocessed, f"loss-{name}"))
+    assert cfg.selection.candidates == ("tfidf_mlp", "cnn")  # the measured default
+    candidate = selection.candidate_config(cfg, name)
+    assert (candidate.model.family, candidate.loss.name) == ("tfidf_mlp", loss)
+    assert candidate.model_dir.endswith(os.path.join("candidates", name))
+    listed = _config(preprocessed, f"listed-{name}", selection={"candidates": [name, "cnn"]})
+    assert load_config(listed).selection.candidates == (name, "cnn")
