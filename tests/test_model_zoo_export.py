@@ -141,3 +141,27 @@ def test_balanced_sample_weights_train_only_and_export(preprocessed):
     assert summary["history"]["val_loss"][0] == pytest.approx(bce.mean(), rel=1e-4)
     out = Tagger(cfg.export_dir).raw(TEXTS)  # the export serves as any other
     assert np.isfinite(out["scores"]).all()
+
+
+def test_export_in_a_fresh_process_loads_custom_layers(preprocessed):
+    """`doctags train` then `doctags export` as two commands: nothing imported the layers."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    tmp, corpus, data_dir = preprocessed
+    out = tmp / "fresh"
+    (out / "run").mkdir(parents=True)
+    os.symlink(data_dir, out / "run" / "data")
+    config = small_config(out, corpus, model={"family": "bigru", "rnn_units": 4})
+    assert main(["train", "--config", config]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "doctags", "export", "--config", config],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert check_export(load_config(config).export_dir)["max_abs_diff"] <= 1e-6

@@ -46,6 +46,8 @@ from doctags_core.config import Config, ConfigError
 from doctags_core.metrics import thresholds_by_label
 from doctags_core.session_model import SessionModel
 from trainer import data as data_lib
+from trainer import losses as _losses  # noqa: F401 - registers the losses model.keras names
+from trainer import models as _models  # noqa: F401 - registers the layers model.keras names
 from trainer.members import Member, describe, members_of
 from trainer.outputs import (
     CONFIG_FILE,
