@@ -72,11 +72,11 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def _foreign_shards(data_dir: str, metadata: dict) -> list[str]:
+def _foreign_shards(data_dir: str, metadata: dict, splits) -> list[str]:
     """Problems with the split folders: shards of another run, or missing ones."""
     run_id = metadata["run_id"]
     problems = []
-    for split in SPLITS:
+    for split in splits:
         shards = sorted(_gfile().glob(schema.split_pattern(data_dir, split)))
         foreign = [p for p in shards if schema.shard_run_id(p) != run_id]
         if foreign:
@@ -91,7 +91,7 @@ def _foreign_shards(data_dir: str, metadata: dict) -> list[str]:
     return problems
 
 
-def check_dataset(data_dir: str) -> dict:
+def check_dataset(data_dir: str, splits=SPLITS) -> dict:
     """Checks that every file of a dataset folder belongs to its metadata.json.
 
     The Beam job writes a run id into metadata.json and into every shard's
@@ -99,6 +99,11 @@ def check_dataset(data_dir: str) -> dict:
     metadata.json; a folder that mixes runs (a run killed while its files
     were being moved into place, files copied in by hand) would otherwise
     train on one run's shards with another's label list.
+
+    Args:
+        data_dir: The preprocess output folder.
+        splits: The split folders checked shard by shard: the ones the caller
+            reads (training never reads test, and needs no test shards).
 
     Returns:
         The metadata.
@@ -114,7 +119,7 @@ def check_dataset(data_dir: str) -> dict:
         raise DataError(
             f"{data_dir}: metadata.json has no run id (an older doctags wrote it){again}"
         )
-    problems = _foreign_shards(data_dir, metadata)
+    problems = _foreign_shards(data_dir, metadata, splits)
     for name, digest in sorted(metadata.get("files", {}).items()):
         path = os.path.join(data_dir, name)
         if not _gfile().exists(path):

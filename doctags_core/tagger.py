@@ -59,9 +59,10 @@ class Tagger:
         for start in range(0, len(texts), batch_size):
             out = self.raw(texts[start : start + batch_size])
             batch = np.zeros(out["scores"].shape, dtype=LABEL_DTYPE)
-            for row, tags in enumerate(contract.decode_tags(out["tags"], out["tag_scores"])):
-                for tag, _ in tags:
-                    batch[row, index[tag]] = 1
+            for row, tags in enumerate(out["tags"]):
+                for tag in tags:
+                    if tag:  # "" pads the rows to the batch's most tags
+                        batch[row, index[tag.decode("utf-8")]] = 1
             decisions.append(batch)
             scores.append(out["scores"])
         if not decisions:

@@ -299,8 +299,9 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
         doctags_core.data_files.DataError: the data folder is not one
             complete preprocess run (`data_files.check_dataset`).
     """
-    # Refuse a data folder that mixes preprocess runs (file reads, no TF op yet).
-    data_files.check_dataset(cfg.data_dir)
+    # Refuse a data folder that mixes preprocess runs (file reads, no TF op yet);
+    # training reads the train and validation splits only.
+    data_files.check_dataset(cfg.data_dir, splits=("train", "validation"))
     if cfg.model.family == "auto":
         from trainer.selection import train_auto
 
