@@ -414,10 +414,12 @@ def format_init(result) -> str:
                 f"{v}" + (f" -> {m}" if m and m != v else "") for v, m in p.split.meaning.items()
             )
         )
-    read = "all" if sample.complete else "a sample of"
+    read = f"{'all' if sample.complete else 'the first'} {sample.scanned} records"
+    if len(sample.rows) < sample.scanned:
+        read += f", looked at a uniform sample of {len(sample.rows)}"
     return "\n".join(
         [
-            f"init: read {read} {sample.scanned} records of {sample.path} ({sample.format})",
+            f"init: {sample.path} ({sample.format}): read {read}",
             f"  text_fields   [{', '.join(p.text_fields)}]",
             f"  label_field   {label.field}: {form}, {len(label.counts)} labels in the sample",
             f"  id_field      {p.id_field or 'null (a SHA-1 of the text)'}",

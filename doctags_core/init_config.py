@@ -212,11 +212,9 @@ def _unlabeled_note(label: LabelGuess, rows: int) -> str:
 
 
 def _header(sample: Sample, out_name: str, input_pattern: str) -> str:
-    read = (
-        f"all {sample.scanned} records"
-        if sample.complete
-        else f"a uniform sample of the first {sample.scanned} records"
-    )
+    read = f"{'all' if sample.complete else 'the first'} {sample.scanned} records"
+    if len(sample.rows) < sample.scanned:
+        read = f"a uniform sample of {len(sample.rows)} of {read}"
     text = (
         f"doctags config written by `doctags init --input {input_pattern}` from {read} of "
         f"{os.path.basename(sample.path)} ({sample.format})."
