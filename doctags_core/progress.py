@@ -107,7 +107,8 @@ def reporting(label: str, terminal: bool | None = None, stream=None, interval: f
         label: What the line starts with (``preprocess``).
         terminal: Whether a person watches stderr (None: ask stderr). A
             terminal gets a line redrawn in place, anything else log lines.
-        stream: Where to draw the redrawn line (default stderr).
+        stream: Where to draw the redrawn line (default stdout when it is a
+            terminal, else stderr).
         interval: Seconds between lines (default: `TERMINAL_SECONDS` at a
             terminal, `LOG_SECONDS` in logs).
     """
@@ -115,7 +116,10 @@ def reporting(label: str, terminal: bool | None = None, stream=None, interval: f
     if terminal is None:
         terminal = sys.stderr.isatty()
     if terminal and stream is None:
-        stream = sys.stderr
+        # Drawn where the summary that replaces it is printed (stdout) when that
+        # is the terminal too: stderr reaches it through doctags' log filter
+        # process, so its last erase could land after the summary line.
+        stream = sys.stdout if sys.stdout.isatty() else sys.stderr
     if not terminal:
         stream = None
     if interval is None:
