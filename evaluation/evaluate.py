@@ -54,7 +54,18 @@ def _score_split(tagger: Tagger, data_dir: str, split: str):
     if not y_true:
         empty = np.zeros((0, len(tagger.labels)), LABEL_DTYPE)
         return empty, empty, empty.astype(np.float32), 0
-    return np.concatenate(y_true), np.concatenate(y_pred), np.concatenate(scores), unknown
+    return _joined(y_true), _joined(y_pred), _joined(scores), unknown
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts as one array; the list is emptied so that they are freed at once.
+
+    One matrix at a time holds both its parts and its joined copy, instead of
+    all three (at 1M documents x 500 labels, 100k test rows: 400 MB less).
+    """
+    joined = np.concatenate(parts)
+    parts.clear()
+    return joined
 
 
 def evaluate(
