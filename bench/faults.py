@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,17 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 REUTERS = os.path.join(REPO, "data", "reuters21578", "reuters21578-modapte.jsonl.gz")
 
 
-@dataclass
-class Result:
-    """One scenario's outcome: its numbers and whether it passed."""
-
-    name: str
-    numbers: dict = field(default_factory=dict)
-    passed: bool = False
-
-    def line(self) -> str:
-        shown = " ".join(f"{k}={v}" for k, v in self.numbers.items())
-        return f"{self.name:<24} {shown}  {'PASS' if self.passed else 'FAIL'}"
+from faults_serve import Result  # noqa: E402  (one result line for every fault script)
 
 
 # ------------------------------------------------------------------ running doctags
@@ -575,7 +565,7 @@ def serving(workdir: str, repo: str, clients: int, names: list[str]) -> list[Res
             result = faults_serve.broken_newest(repo, export, os.path.join(workdir, "serve"))
         else:
             result = faults_serve.slow_copy(repo, export, os.path.join(workdir, "serve"))
-        out.append(Result(result.name, result.numbers, result.passed))
+        out.append(result)
     return out
 
 
@@ -606,7 +596,7 @@ def train_export(workdir: str, names: list[str]) -> list[Result]:
     out = []
     for name in names:
         result = faults_train_export.SCENARIOS[name](config)
-        out.append(Result(result.name, result.numbers, result.passed))
+        out.append(result)
     return out
 
 
@@ -645,7 +635,7 @@ def _run(args, names: list[str]) -> int:
         baseline = doctags(["preprocess", "--config", config], os.path.join(d, "log.txt"))
         result = Result("baseline_400_records", numbers(baseline, os.path.join(d, "run")))
         result.passed = baseline.code == 0
-        print(result.line(), flush=True)
+        print(result.line(24), flush=True)
         results.append(result)
     scenarios = {
         "huge_record_50mb": lambda: huge_record(args.workdir, baseline),
@@ -665,17 +655,17 @@ def _run(args, names: list[str]) -> int:
     for name in names:
         if name in scenarios:
             result = scenarios[name]()
-            print(result.line(), flush=True)
+            print(result.line(24), flush=True)
             results.append(result)
     trained = [n for n in names if n in TRAIN_EXPORT_SCENARIOS]
     if trained:
         for result in train_export(args.workdir, trained):
-            print(result.line(), flush=True)
+            print(result.line(24), flush=True)
             results.append(result)
     serve = [n for n in names if n in SERVE_SCENARIOS]
     if serve and not args.skip_serve:
         for result in serving(args.workdir, os.path.abspath(args.repo), args.clients, serve):
-            print(result.line(), flush=True)
+            print(result.line(24), flush=True)
             results.append(result)
     return 0 if all(r.passed for r in results) else 1
 

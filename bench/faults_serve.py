@@ -61,9 +61,10 @@ class Result:
     numbers: dict = field(default_factory=dict)
     passed: bool = False
 
-    def line(self) -> str:
+    def line(self, width: int = 14) -> str:
+        """``name numbers PASS|FAIL``, the name padded to ``width`` columns."""
         shown = " ".join(f"{k}={v}" for k, v in self.numbers.items())
-        return f"{self.name:<14} {shown}  {'PASS' if self.passed else 'FAIL'}"
+        return f"{self.name:<{width}} {shown}  {'PASS' if self.passed else 'FAIL'}"
 
 
 # the tiny export ------------------------------------------------------------------

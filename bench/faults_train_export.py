@@ -37,9 +37,6 @@ fault script can import and run them.
 from __future__ import annotations
 
 import argparse
-import collections
-import gzip
-import json
 import os
 import random
 import shutil
@@ -48,38 +45,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-REUTERS = os.path.join(REPO, "data", "reuters21578", "reuters21578-modapte.jsonl.gz")
-MODEL = "tags"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-@dataclass
-class Result:
-    """One scenario's outcome: its numbers and whether it passed."""
-
-    name: str
-    numbers: dict = field(default_factory=dict)
-    passed: bool = False
-
-    def line(self) -> str:
-        shown = " ".join(f"{k}={v}" for k, v in self.numbers.items())
-        return f"{self.name:<15} {shown}  {'PASS' if self.passed else 'FAIL'}"
-
-
-# the tiny trained model -------------------------------------------------------------
-def _reuters_slice(path: str, train: int = 300, test: int = 100) -> str:
-    seen = collections.Counter()
-    with gzip.open(REUTERS, "rt", encoding="utf-8") as src, gzip.open(path, "wt") as out:
-        for line in src:
-            split = json.loads(line)["split"]
-            if seen[split] < {"train": train, "test": test}[split]:
-                seen[split] += 1
-                out.write(line)
-    return path
+from faults_serve import MODEL, Result, _reuters_slice  # noqa: E402
 
 
 def doctags(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -383,7 +355,7 @@ def main() -> int:
         else:
             result = SCENARIOS[name](config)
         result.numbers["seconds"] = round(time.time() - started)
-        print(result.line(), flush=True)
+        print(result.line(15), flush=True)
         failed += not result.passed
     return 1 if failed else 0
 
