@@ -626,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
     console.set_native_log_level(args.verbose)
     console.configure_logging(args.verbose)
     native = console.NativeLogFilter() if own_process and not args.verbose else None
+    if own_process and args.command == "preprocess":
+        from doctags_core.tf_runtime import dedicate_process_to_preprocessing
+
+        dedicate_process_to_preprocessing()  # nothing but the Beam job runs TF here
     try:
         return _run_command(args)
     finally:

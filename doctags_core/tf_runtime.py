@@ -12,15 +12,21 @@ catches the ``ImportError`` as it does when Keras is not installed, and the
 mark is removed at once, so that a later ``import keras`` in the same
 process imports Keras in full.
 
-A worker that imports TensorFlow itself also tunes its thread pools for the
-job's work: several batches at once (``preprocess.encode_threads``), each a
-graph of small single-threaded string kernels, next to the Python thread
+A process that only preprocesses also tunes TensorFlow's thread pools for
+the job's work: several batches at once (``preprocess.encode_threads``), each
+a graph of small single-threaded string kernels, next to the Python thread
 that reads and writes. TensorFlow's defaults (intra-op pools as wide as the
 machine, idle threads spinning before they sleep) burn the cores those need:
 one intra-op thread and no spinning were ~6-15% faster at 100k and 1M
-documents on 2 cores. A process that imported TensorFlow before (the CLI's
-``doctags run`` and ``train`` do, first thing; tests do) keeps its own
-settings, so training in the same process is never slowed.
+documents on 2 cores. The settings last as long as the process, so they are
+applied only where nothing else will run TensorFlow: a Beam SDK worker
+process (``sdk_worker_main``: Dataflow, Flink, the DirectRunner's
+``multi_processing`` mode) and the ``doctags preprocess`` command
+(`dedicate_process_to_preprocessing`). A program that calls the Beam job
+in-process and trains afterwards (``doctags run``, a notebook, the quality
+bench) keeps TensorFlow's defaults: the quality bench, which preprocessed
+in its own process first, trained on one intra-op thread at about half
+speed until this was made opt-in.
 """
 
 from __future__ import annotations
@@ -28,13 +34,39 @@ from __future__ import annotations
 import sys
 
 _SKIPPED_MODULE = "keras.src.optimizers"
+_SDK_WORKER_MAIN = "apache_beam.runners.worker.sdk_worker_main"
+_dedicated_to_preprocessing = False
+
+
+def dedicate_process_to_preprocessing() -> None:
+    """Declares that this process will run no TensorFlow but the Beam job's.
+
+    Called by ``doctags preprocess`` before the job starts, so that the
+    in-process DirectRunner's worker tunes TensorFlow's thread pools for the
+    job (see the module docstring); nothing else may call it.
+    """
+    global _dedicated_to_preprocessing
+    _dedicated_to_preprocessing = True
+
+
+def _in_sdk_worker_process() -> bool:
+    """Whether this process is a Beam SDK worker (``python -m ...sdk_worker_main``)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", None) == _SDK_WORKER_MAIN
+
+
+def tunes_thread_pools() -> bool:
+    """Whether `import_tensorflow` would tune the thread pools in this process."""
+    return _dedicated_to_preprocessing or _in_sdk_worker_process()
 
 
 def import_tensorflow():
     """Imports TensorFlow (or returns it if already imported), Keras left out.
 
     Call it before anything else imports TensorFlow in a worker; afterwards
-    it is a plain ``import tensorflow``.
+    it is a plain ``import tensorflow``. The thread pools are tuned only in
+    a process dedicated to preprocessing (`tunes_thread_pools`).
     """
     if "tensorflow" in sys.modules or _SKIPPED_MODULE in sys.modules:
         import tensorflow as tf
@@ -46,7 +78,8 @@ def import_tensorflow():
     finally:
         if sys.modules.get(_SKIPPED_MODULE, "") is None:
             del sys.modules[_SKIPPED_MODULE]
-    _tune_thread_pools(tf)
+    if tunes_thread_pools():
+        _tune_thread_pools(tf)
     return tf
 
 

@@ -142,7 +142,9 @@ def test_workers_import_tensorflow_without_keras_and_keras_still_works_later():
     """The worker's TF import skips Keras and tunes the pools; ``import keras`` still works."""
     script = """
 import sys
+from doctags_core import tf_runtime
 from doctags_core.tf_runtime import import_tensorflow
+tf_runtime.dedicate_process_to_preprocessing()
 tf = import_tensorflow()
 assert "keras" not in sys.modules and "sklearn" not in sys.modules, "keras was imported"
 assert "keras.src.optimizers" not in sys.modules, "the absent-module mark was left behind"
@@ -159,6 +161,46 @@ model.compile(optimizer="adam", loss="mse")
 print("ok")
 """
     _run_in_fresh_python(script)
+
+
+def test_a_program_that_preprocesses_in_process_then_trains_keeps_tensorflow_defaults():
+    """The Beam job run from a library call (a notebook, the quality bench) must not
+    leave TensorFlow on one intra-op thread for the training that follows; the
+    ``doctags preprocess`` command, a process of its own, does tune."""
+    script = """
+import sys
+from doctags_core.tf_runtime import import_tensorflow, tunes_thread_pools
+assert not tunes_thread_pools()
+tf = import_tensorflow()
+assert "keras" not in sys.modules
+from tensorflow.python.eager import context
+assert tf.config.threading.get_intra_op_parallelism_threads() == 0  # TF's default
+assert not context.context().config.experimental.disable_thread_spinning
+print("ok")
+"""
+    _run_in_fresh_python(script)
+
+
+def test_the_preprocess_command_dedicates_its_process(monkeypatch):
+    """``doctags preprocess`` as a program marks its process before the job starts."""
+    from doctags import cli
+    from doctags_core import tf_runtime
+
+    seen = {}
+
+    def fake_preprocess(cfg, args):
+        seen["tunes"] = tf_runtime.tunes_thread_pools()
+
+    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "reuters.yaml")
+    monkeypatch.setattr(tf_runtime, "_dedicated_to_preprocessing", False)
+    monkeypatch.setitem(cli.COMMANDS, "preprocess", fake_preprocess)
+    monkeypatch.setattr(cli.console, "NativeLogFilter", lambda: None)  # keep pytest's stderr
+    monkeypatch.setattr(sys, "argv", ["doctags", "preprocess", "--config", config])
+    assert cli.main() == 0
+    assert seen == {"tunes": True}
+    monkeypatch.setattr(tf_runtime, "_dedicated_to_preprocessing", False)
+    assert cli.main(["preprocess", "--config", config]) == 0  # a caller's process
+    assert seen == {"tunes": False}
 
 
 def test_a_process_that_imported_tensorflow_first_keeps_its_thread_settings():
