@@ -86,18 +86,38 @@ def parse_batch(records: list[tuple[str, object]], cfg: DataConfig, limit: TextL
     return docs, dead, fields
 
 
-def encode_batch(docs: list[Document], encoder, cfg: DataConfig) -> DocBatch:
-    """Assigns splits and runs the batch through the TF graph.
+def train_first(docs: list[Document], cfg: DataConfig) -> tuple[list[Document], list[str]]:
+    """The documents with their splits, training documents first (a stable order).
 
-    Args:
-        docs: Parsed documents.
-        encoder: ``beam_preprocess.encode.make_batch_encoder(...)``.
-        cfg: Data settings (split fractions).
+    The encoder counts tokens of training documents only; when those come
+    first their tokens are one slice (`beam_preprocess.encode`). Each split
+    keeps its documents' order, and the sink writes each split's examples
+    in that order, so the files are the same as without the reordering.
     """
     splits = [
         assign_split(d.doc_id, d.given_split, cfg.validation_fraction, cfg.test_fraction)
         for d in docs
     ]
+    order = sorted(range(len(docs)), key=lambda i: splits[i] != "train")
+    return [docs[i] for i in order], [splits[i] for i in order]
+
+
+def encode_batch(
+    docs: list[Document], encoder, cfg: DataConfig, splits: list[str] | None = None
+) -> DocBatch:
+    """Assigns splits (unless given) and runs the batch through the TF graph.
+
+    Args:
+        docs: Parsed documents.
+        encoder: ``beam_preprocess.encode.make_batch_encoder(...)``.
+        cfg: Data settings (split fractions).
+        splits: Each document's split, from `train_first`; None assigns them.
+    """
+    if splits is None:
+        splits = [
+            assign_split(d.doc_id, d.given_split, cfg.validation_fraction, cfg.test_fraction)
+            for d in docs
+        ]
     label_values = [label for d in docs for label in d.labels]
     label_splits = np.cumsum([0] + [len(d.labels) for d in docs], dtype=np.int64)
     out = encoder(

@@ -344,9 +344,10 @@ class _EncodeBatch(beam.DoFn):
         _tune_garbage_collector()
 
     def _encode(self, docs):
+        docs, splits = batches.train_first(docs, self._cfg)
         encoder = self._idle.get()
         try:
-            encoded = batches.encode_batch(docs, encoder, self._cfg)
+            encoded = batches.encode_batch(docs, encoder, self._cfg, splits)
         finally:
             self._idle.put(encoder)
         return batches.without_empty(encoded, [d.text for d in docs])

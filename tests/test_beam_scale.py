@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from beam_preprocess import batches as batches_mod
 from beam_preprocess import sinks
 from beam_preprocess.encode import make_batch_encoder
 from beam_preprocess.pipeline import build_pipeline, run_preprocess
@@ -124,6 +125,50 @@ def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
     assert got == dict(want_counts)
     assert set(counts.shards.tolist()) <= {0, 1, 2, 3}
     assert len(enc.drain_counts().tokens) == 0  # drained
+
+
+@pytest.mark.parametrize("n_train", [0, 1, 17, 30])
+def test_train_first_batches_count_the_same_tokens_as_any_order(n_train):
+    """Training documents first (the pipeline's order) take the graph's slice path.
+
+    Its counts must equal a plain count of the training documents' tokens,
+    with documents that clean to nothing (no token) inside and at the end
+    of the training prefix.
+    """
+    docs = reuters_records(30, 0)
+    for i in (3, n_train - 1, 29):
+        if 0 <= i < 30:
+            docs[i] = {**docs[i], "text": "123 456"}  # no token left after cleaning
+    enc = make_batch_encoder(list(CLEANING_STEPS), keep_raw_text=False, vocab_shards=4)
+    cleaner = make_batch_cleaner(list(CLEANING_STEPS))
+    train = np.arange(30) < n_train
+    labels = [label for d in docs for label in d["labels"]]
+    label_splits = np.cumsum([0] + [len(d["labels"]) for d in docs])
+    enc([d["id"] for d in docs], [d["text"] for d in docs], labels, label_splits, train)
+    values, splits = (t.numpy() for t in cleaner(tf.constant([d["text"] for d in docs])))
+    want = defaultdict(lambda: [0, 0])
+    for i in range(n_train):
+        tokens = list(values[splits[i] : splits[i + 1]])
+        for t in tokens:
+            want[t][0] += 1
+        for t in set(tokens):
+            want[t][1] += 1
+    counts = enc.drain_counts()
+    got = {t: [n, df] for t, n, df in zip(counts.tokens, counts.counts, counts.doc_counts)}
+    assert got == dict(want)
+
+
+def test_train_first_keeps_each_splits_order():
+    cfg = DataConfig(text_fields=("text",), validation_fraction=0.3, test_fraction=0.3)
+    docs = [records.Document(f"d{i}", "text", ("a",), None, False) for i in range(40)]
+    ordered, splits = batches_mod.train_first(docs, cfg)
+    assert sorted(d.doc_id for d in ordered) == sorted(d.doc_id for d in docs)
+    first_other = splits.index(next(s for s in splits if s != "train"))
+    assert set(splits[:first_other]) == {"train"} and "train" not in splits[first_other:]
+    position = {d.doc_id: i for i, d in enumerate(docs)}
+    for split in ("train", "validation", "test"):
+        ids = [position[d.doc_id] for d, s in zip(ordered, splits) if s == split]
+        assert ids == sorted(ids) and ids
 
 
 def test_token_counts_stay_right_over_many_bundles():
