@@ -128,7 +128,10 @@ def child(argv: list[str]) -> None:
         code = 0
     else:
         from doctags.cli import main as doctags_main
+        from doctags_core.tf_runtime import dedicate_process_to_preprocessing
 
+        if argv[0] == "preprocess":  # this child runs nothing else, as `doctags preprocess`
+            dedicate_process_to_preprocessing()
         code = doctags_main(argv)
     print(f"{PEAK_LINE}{peak_kb()}", flush=True)
     sys.exit(code or 0)
