@@ -396,9 +396,9 @@ class SelectionConfig:
             ``sum_f1`` = micro-F1 + macro-F1, so rare labels count as much
             as the bulk of the tags (or ``micro_f1``, ``macro_f1``).
         tolerance: Options within this much of the best score are taken as
-            equal (the noise of a validation split): among them the best
-            micro-F1 wins, then the simplest threshold policy, then the
-            cheapest candidate (a candidate alone before the ensemble).
+            equal (the noise of a validation split): among them the simplest
+            threshold policy wins, then the best micro-F1, then the cheapest
+            candidate (a candidate alone before the ensemble).
     """
 
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
