@@ -102,22 +102,14 @@ def train_first(docs: list[Document], cfg: DataConfig) -> tuple[list[Document], 
     return [docs[i] for i in order], [splits[i] for i in order]
 
 
-def encode_batch(
-    docs: list[Document], encoder, cfg: DataConfig, splits: list[str] | None = None
-) -> DocBatch:
-    """Assigns splits (unless given) and runs the batch through the TF graph.
+def encode_batch(docs: list[Document], splits: list[str], encoder) -> DocBatch:
+    """Runs the batch through the TF graph.
 
     Args:
-        docs: Parsed documents.
+        docs: Parsed documents, training documents first (`train_first`).
+        splits: Each document's split, from `train_first`.
         encoder: ``beam_preprocess.encode.make_batch_encoder(...)``.
-        cfg: Data settings (split fractions).
-        splits: Each document's split, from `train_first`; None assigns them.
     """
-    if splits is None:
-        splits = [
-            assign_split(d.doc_id, d.given_split, cfg.validation_fraction, cfg.test_fraction)
-            for d in docs
-        ]
     label_values = [label for d in docs for label in d.labels]
     label_splits = np.cumsum([0] + [len(d.labels) for d in docs], dtype=np.int64)
     out = encoder(

@@ -347,7 +347,7 @@ class _EncodeBatch(beam.DoFn):
         docs, splits = batches.train_first(docs, self._cfg)
         encoder = self._idle.get()
         try:
-            encoded = batches.encode_batch(docs, encoder, self._cfg, splits)
+            encoded = batches.encode_batch(docs, splits, encoder)
         finally:
             self._idle.put(encoder)
         return batches.without_empty(encoded, [d.text for d in docs])

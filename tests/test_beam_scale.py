@@ -98,6 +98,21 @@ def test_tfrecord_reader_decodes_examples_and_dead_letters_the_rest(tmp_path):
 
 
 # ---------------------------------------------------------------- encoder
+def _add_plain_counts(want: dict, tokens: list) -> None:
+    """One training document's tokens into ``{token: [occurrences, documents]}``."""
+    for t in tokens:
+        want[t][0] += 1
+    for t in set(tokens):
+        want[t][1] += 1
+
+
+def _drained(enc) -> tuple[dict, object]:
+    """``({token: [occurrences, documents]}, counts)`` drained from an encoder."""
+    counts = enc.drain_counts()
+    columns = zip(counts.tokens, counts.counts, counts.doc_counts)
+    return {t: [int(n), int(df)] for t, n, df in columns}, counts
+
+
 def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
     docs = reuters_records(60, 20) + [{"id": "é" * 200, "text": "x " * 3000, "labels": []}]
     enc = make_batch_encoder(list(CLEANING_STEPS), keep_raw_text=True, vocab_shards=4)
@@ -116,12 +131,8 @@ def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
             want = schema.make_example(d["id"], tokens, d["labels"], d["text"])
             assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
             if train[i]:
-                for t in tokens:
-                    want_counts[t][0] += 1
-                for t in set(tokens):
-                    want_counts[t][1] += 1
-    counts = enc.drain_counts()
-    got = {t: [n, df] for t, n, df in zip(counts.tokens, counts.counts, counts.doc_counts)}
+                _add_plain_counts(want_counts, tokens)
+    got, counts = _drained(enc)
     assert got == dict(want_counts)
     assert set(counts.shards.tolist()) <= {0, 1, 2, 3}
     assert len(enc.drain_counts().tokens) == 0  # drained
@@ -148,14 +159,8 @@ def test_train_first_batches_count_the_same_tokens_as_any_order(n_train):
     values, splits = (t.numpy() for t in cleaner(tf.constant([d["text"] for d in docs])))
     want = defaultdict(lambda: [0, 0])
     for i in range(n_train):
-        tokens = list(values[splits[i] : splits[i + 1]])
-        for t in tokens:
-            want[t][0] += 1
-        for t in set(tokens):
-            want[t][1] += 1
-    counts = enc.drain_counts()
-    got = {t: [n, df] for t, n, df in zip(counts.tokens, counts.counts, counts.doc_counts)}
-    assert got == dict(want)
+        _add_plain_counts(want, list(values[splits[i] : splits[i + 1]]))
+    assert _drained(enc)[0] == dict(want)
 
 
 def test_train_first_keeps_each_splits_order():
@@ -182,11 +187,9 @@ def test_token_counts_stay_right_over_many_bundles():
     for bundle in range(40):
         texts = [" ".join(f"w{bundle}x{i}" for i in range(300)) + " common common"] * 2
         enc(["a", "b"], texts, [], [0, 0, 0], [True, False])
-        counts = enc.drain_counts()
-        columns = zip(counts.tokens, counts.counts, counts.doc_counts)
-        got = {t: (int(n), int(df)) for t, n, df in columns}
-        assert len(got) == 301 and got[b"common"] == (2, 1)
-        assert got[f"w{bundle}x7".encode()] == (1, 1)
+        got = _drained(enc)[0]
+        assert len(got) == 301 and got[b"common"] == [2, 1]
+        assert got[f"w{bundle}x7".encode()] == [1, 1]
 
 
 def _run_in_fresh_python(script: str) -> None:

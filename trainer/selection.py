@@ -19,8 +19,8 @@ default cannot be one family tuned on one corpus. Instead, within
    the options within ``selection.tolerance`` of it (a validation split
    cannot tell them apart) the simplest threshold policy wins, then the
    best micro-F1, then the cheapest candidate; its thresholds are tuned
-   on the whole validation
-   split and written to ``model/thresholds.json``, the table of every
+   on the whole validation split and written to ``model/thresholds.json``,
+   the table of every
    option to ``model/selection.json``, and the export serves the winner as
    one graph (`trainer.members`). The test split is never read.
 
