@@ -242,8 +242,14 @@ class TrainingConfig:
     Attributes:
         batch_size: GLOBAL batch size, split across replicas.
         epochs: Maximum epochs; early stopping may end sooner.
+        train_splits: The splits the model learns from: ``[train]``. The
+            refit of an auto run's winner (``selection.refit``) learns from
+            ``[train, validation]``, with ``early_stopping`` off.
         learning_rate: Adam learning rate for the global batch.
         early_stopping_patience: Epochs without improvement of ``monitor``.
+        early_stopping: False trains all ``epochs`` and keeps the last
+            weights: for a model that learns from the validation split too,
+            which then cannot tell when to stop.
         monitor: Validation metric for early stopping and best checkpoint.
         devices: Devices for MirroredStrategy; empty means all GPUs, or the
             CPU when there is none.
@@ -270,7 +276,8 @@ class TrainingConfig:
             (keeping its best weights) when another epoch as long would end
             past the budget, and the candidates after it are skipped; each
             candidate that starts trains at least one epoch. Preprocessing,
-            export and evaluation are not counted. The default lets both
+            the refit of the winner (``selection.refit``), export and
+            evaluation are not counted. The default lets both
             candidates finish on a corpus of ~20k short documents with
             hundreds of labels on 2 cores (at 10 minutes the cnn got 3
             epochs on such a corpus and auto lost 0.016 micro-F1 to
@@ -293,8 +300,10 @@ class TrainingConfig:
 
     batch_size: int = 64
     epochs: int = 15
+    train_splits: tuple[str, ...] = ("train",)
     learning_rate: float = 0.001
     early_stopping_patience: int = 3
+    early_stopping: bool = True
     monitor: str = "val_pr_auc"
     devices: tuple[str, ...] = ()
     logical_cpu_devices: int = 0
@@ -399,6 +408,13 @@ class SelectionConfig:
             equal (the noise of a validation split): among them the simplest
             threshold policy wins, then the best micro-F1, then the cheapest
             candidate (a candidate alone before the ensemble).
+        refit: After the choice, train the winner's members again on train
+            + validation, each for the epochs it needed (its best epoch),
+            and export those; the thresholds stay the ones chosen on
+            validation. The baselines a user compares with fit on all the
+            labelled documents too. Takes about the winner's training time
+            again (times (train + validation) / train), after
+            ``training.budget_minutes``, which bounds the search.
     """
 
     candidates: tuple[str, ...] = DEFAULT_CANDIDATES
@@ -408,6 +424,7 @@ class SelectionConfig:
     repeats: int = 2
     rule: str = "sum_f1"
     tolerance: float = 0.01
+    refit: bool = True
 
 
 @dataclass(frozen=True)
@@ -677,6 +694,13 @@ def _validate(cfg: Config) -> None:
         _check(getattr(t, key) >= 1, f"training.{key}", "must be at least 1")
     _check(t.learning_rate > 0, "training.learning_rate", "must be positive")
     _check(t.early_stopping_patience >= 0, "training.early_stopping_patience", "must be >= 0")
+    _check(
+        "train" in t.train_splits
+        and set(t.train_splits) <= {"train", "validation"}
+        and len(set(t.train_splits)) == len(t.train_splits),
+        "training.train_splits",
+        "must be [train] or [train, validation]",
+    )
     _check(t.monitor in MONITORS, "training.monitor", f"must be one of {MONITORS}")
     _check(t.logical_cpu_devices >= 0, "training.logical_cpu_devices", "must be >= 0")
     _check(t.per_replica_batch_size >= 0, "training.per_replica_batch_size", "must be >= 0")

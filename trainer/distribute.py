@@ -57,3 +57,30 @@ def make_strategy(cfg: TrainingConfig) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=cpus)
+
+
+def broadcast_from_chief(strategy: tf.distribute.Strategy, values: list[int]) -> list[int]:
+    """The chief's small non-negative integers, on every worker.
+
+    A decision only the chief can make (the auto choice needs the validation
+    scores, which only the chief computes) but every worker must act on
+    (each training step is a collective all of them enter). One all-reduce
+    sum in which the other workers add zeros; every worker has the same
+    number of replicas, so the chief's value comes back times that number.
+
+    Args:
+        strategy: The process's strategy.
+        values: The chief's values; a same-length placeholder elsewhere.
+    """
+    role = tf_config.current()
+    if role.num_workers <= 1:
+        return list(values)
+    mine = tf.constant([float(v) if role.is_chief else 0.0 for v in values], tf.float32)
+
+    @tf.function
+    def total(x):
+        per_replica = strategy.run(tf.identity, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    per_worker = strategy.num_replicas_in_sync // role.num_workers
+    return [round(float(v) / per_worker) for v in total(mine).numpy()]

@@ -64,14 +64,18 @@ class TrainSplit:
     parse: object
 
     @classmethod
-    def from_pattern(cls, file_pattern: str, vectorizer, label_encoder) -> TrainSplit:
-        """Lists and counts the split's files (every worker, the same answer).
+    def from_pattern(cls, file_pattern: str | list[str], vectorizer, label_encoder) -> TrainSplit:
+        """Lists and counts the files of one or more patterns (every worker, the same answer).
+
+        Several patterns: the training splits of a refit (train, then
+        validation), each pattern's files sorted.
 
         Raises:
-            FileNotFoundError: when the pattern matches no file.
+            FileNotFoundError: when a pattern matches no file.
         """
         started = time.perf_counter()
-        files = data_files.files_matching(file_pattern)
+        patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
+        files = [f for pattern in patterns for f in data_files.files_matching(pattern)]
         counts = data_lib.count_records(files)
         log.info(
             "counted %d training records in %d file(s) in %.1fs",

@@ -31,7 +31,7 @@ import tensorflow as tf
 from doctags_core.config import Config
 from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
-from trainer.early_stopping import EarlyStopping
+from trainer.early_stopping import Decision, EarlyStopping
 from trainer.reporting import Reporter
 from trainer.sharding import check_layout
 from trainer.steps import DistributedSteps
@@ -150,9 +150,12 @@ class TrainingLoop:
         logs = {**self.steps.train_metrics.result(), **self.steps.evaluate(self.validation)}
         history = self._history() + [logs]
         current = logs[self.t.monitor]
-        decision = self.stopping.decide(
-            epoch, current, float(self.state.best.numpy()), int(self.state.wait.numpy())
-        )
+        if self.t.early_stopping:
+            decision = self.stopping.decide(
+                epoch, current, float(self.state.best.numpy()), int(self.state.wait.numpy())
+            )
+        else:  # every epoch runs and the last weights are kept
+            decision = Decision(improved=True, wait=0, stop=False)
         if decision.improved:
             self.state.best.assign(current)
             self.state.best_epoch.assign(epoch)

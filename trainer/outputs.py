@@ -20,6 +20,7 @@ LOGS_DIR = "logs"
 VALIDATION_SCORES_FILE = "validation_scores.npz"  # y and scores on validation, for selection
 SELECTION_FILE = "selection.json"  # model.family auto: the candidates and the choice
 CANDIDATES_DIR = "candidates"
+REFIT_DIR = "refit"  # the winner's members trained again on train + validation
 
 
 def model_path(model_dir: str, name: str) -> str:

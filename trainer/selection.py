@@ -22,7 +22,13 @@ default cannot be one family tuned on one corpus. Instead, within
    on the whole validation split and written to ``model/thresholds.json``,
    the table of every
    option to ``model/selection.json``, and the export serves the winner as
-   one graph (`trainer.members`). The test split is never read.
+   one graph (`trainer.members`). The test split is never read;
+4. with ``selection.refit`` the winner's members train once more, on train
+   + validation, each for its best epoch count with early stopping off,
+   into ``model/refit/NAME/``, and those are what the export serves, with
+   the thresholds chosen in step 3. Validation then taught the choice, the
+   thresholds and the epoch counts, and finally its documents too, as
+   the baselines users compare with fit all their labelled documents.
 
 The recipe (candidates, policies, rule) was measured on Reuters, a real
 corpus of Debian package descriptions with their debtags (588 labels, short
@@ -36,6 +42,7 @@ A finished candidate whose config has not changed is reused, so a killed
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -58,9 +65,11 @@ from doctags_core.config import (
 )
 from doctags_core.metrics import apply_thresholds, format_table, summary_metrics
 from trainer import tf_config
+from trainer.distribute import broadcast_from_chief
 from trainer.outputs import (
     CANDIDATES_DIR,
     CONFIG_FILE,
+    REFIT_DIR,
     SELECTION_FILE,
     SUMMARY_FILE,
     THRESHOLDS_FILE,
@@ -168,6 +177,74 @@ def train_candidates(
     return candidates
 
 
+@dataclass
+class Refit:
+    """A chosen member trained again on train + validation.
+
+    Attributes:
+        name: The candidate's name.
+        cfg: Its refit config (``model/refit/NAME``).
+        epochs: Epochs trained: the candidate's best epoch count.
+        status: ``trained`` or ``reused``.
+        seconds: Training time (0 when reused).
+    """
+
+    name: str
+    cfg: Config
+    epochs: int
+    status: str = "trained"
+    seconds: float = 0.0
+
+
+def refit_config(cfg: Config, candidate: Candidate, epochs: int) -> Config:
+    """The candidate's config learning from train + validation for ``epochs``, no early stop."""
+    raw = config_to_dict(candidate.cfg)
+    raw["training"].update(
+        epochs=epochs, train_splits=["train", "validation"], early_stopping=False
+    )
+    raw["model_subdir"] = f"{cfg.model_subdir}/{REFIT_DIR}/{candidate.name}"
+    return config_from_dict(raw, check_inputs=False)
+
+
+def best_epoch_count(ccfg: Config) -> int:
+    """Epochs up to and including a trained candidate's best (early stopping's pick)."""
+    with tf.io.gfile.GFile(model_path(ccfg.model_dir, SUMMARY_FILE)) as f:
+        return int(json.load(f)["best_epoch"]) + 1
+
+
+def refit_plan(cfg: Config, chosen: Option, candidates: list[Candidate]) -> list[int]:
+    """Epochs to refit each candidate for: its best epoch count if chosen, else 0."""
+    members = {name for name, _ in chosen.members}
+    return [
+        best_epoch_count(c.cfg) if cfg.selection.refit and c.name in members else 0
+        for c in candidates
+    ]
+
+
+def refit_members(
+    cfg: Config, candidates: list[Candidate], plan: list[int], strategy, on_step
+) -> dict[str, Refit]:
+    """Trains each candidate with a non-zero plan entry again on train + validation.
+
+    Every worker runs this with the same plan (`broadcast_from_chief`). No
+    deadline: the budget bounded the search, and the refit costs about the
+    winner's training time again. A finished refit of the same config is
+    reused, so a killed run resumes here.
+    """
+    refits = {}
+    for candidate, epochs in zip(candidates, plan):
+        if not epochs:
+            continue
+        refit = Refit(candidate.name, refit_config(cfg, candidate, epochs), epochs)
+        if _finished(refit.cfg):
+            refit.status = "reused"
+        else:
+            log.info("auto: refitting %s on train + validation for %d epoch(s)", refit.name, epochs)
+            refit.seconds = train_one(refit.cfg, on_step, None, strategy).seconds
+        refits[refit.name] = refit
+    return refits
+
+
 def _rule_score(rule: str, micro: float, macro: float) -> float:
     if rule == "micro_f1":
         return micro
@@ -272,8 +349,11 @@ def write_choice(
     candidates: list[Candidate],
     table: str,
     train_counts,
+    refits: dict[str, Refit],
 ) -> tuple[float, dict]:
     """Thresholds of the winner (tuned on all of validation), selection.json, config.
+
+    The export serves each member's refit (``refits``) where there is one.
 
     Returns:
         The global threshold and the validation metrics of the chosen option
@@ -302,7 +382,11 @@ def write_choice(
     if tf.io.gfile.exists(thresholds_path):
         tf.io.gfile.remove(thresholds_path)
     members = [
-        {"name": name, "weight": weight, "model_dir": by_name[name].cfg.model_dir}
+        {
+            "name": name,
+            "weight": weight,
+            "model_dir": (refits[name] if name in refits else by_name[name]).cfg.model_dir,
+        }
         for name, weight in chosen.members
     ]
     selection = {
@@ -318,6 +402,13 @@ def write_choice(
             {"name": c.name, "status": c.status, "epochs": c.epochs, "seconds": c.seconds}
             for c in candidates
         ],
+        "refit": {
+            "splits": ["train", "validation"],
+            "members": [
+                {"name": r.name, "epochs": r.epochs, "status": r.status, "seconds": r.seconds}
+                for r in refits.values()
+            ],
+        },
         "table": table,
     }
     atomic_write_json(model_path(cfg.model_dir, SELECTION_FILE), selection)
@@ -333,17 +424,24 @@ def train_auto(cfg: Config, on_step: Callable | None = None) -> TrainResult:
     strategy = start_strategy(cfg)
     role = tf_config.current()
     candidates = train_candidates(cfg, strategy, on_step, role.is_chief)
-    epochs = sum(c.epochs for c in candidates)
+    plan = [0] * len(candidates)
+    if role.is_chief:
+        trained = [c for c in candidates if c.scores is not None]
+        labels = data_files.load_labels(cfg.data_dir)
+        train_counts, _ = data_files.load_label_counts(cfg.data_dir, labels)
+        options = score_options(cfg, trained, train_counts)
+        chosen = choose(options, cfg.selection.tolerance)
+        table = selection_table(options, chosen, candidates)
+        print(
+            f"model selection on the validation split ({cfg.selection.rule}):\n{table}", flush=True
+        )
+        plan = refit_plan(cfg, chosen, candidates)
+    plan = broadcast_from_chief(strategy, plan)
+    refits = refit_members(cfg, candidates, plan, strategy, on_step)
+    epochs = sum(c.epochs for c in candidates) + sum(r.epochs for r in refits.values())
     if not role.is_chief:
         return TrainResult("", float("nan"), {}, epochs, time.time() - started, chief=False)
-    trained = [c for c in candidates if c.scores is not None]
-    labels = data_files.load_labels(cfg.data_dir)
-    train_counts, _ = data_files.load_label_counts(cfg.data_dir, labels)
-    options = score_options(cfg, trained, train_counts)
-    chosen = choose(options, cfg.selection.tolerance)
-    table = selection_table(options, chosen, candidates)
-    print(f"model selection on the validation split ({cfg.selection.rule}):\n{table}", flush=True)
-    best, metrics = write_choice(cfg, options, chosen, candidates, table, train_counts)
+    best, metrics = write_choice(cfg, options, chosen, candidates, table, train_counts, refits)
     seconds = time.time() - started
     summary = {
         "family": "auto",
@@ -352,6 +450,7 @@ def train_auto(cfg: Config, on_step: Callable | None = None) -> TrainResult:
         "seconds": seconds,
         "epochs_run": epochs,
         "threshold": best,
+        "refit": [r.name for r in refits.values()],
         "validation_cross_fitted": {"micro_f1": chosen.micro_f1, "macro_f1": chosen.macro_f1},
         "validation": metrics,
     }

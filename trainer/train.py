@@ -341,7 +341,9 @@ def train_one(
     inputs = load_inputs(cfg, role)
     layout = batch_layout(cfg.training, strategy, role)
     examples = epoch_data.TrainSplit.from_pattern(
-        schema.split_pattern(cfg.data_dir, "train"), inputs.vectorizer, inputs.label_encoder
+        [schema.split_pattern(cfg.data_dir, split) for split in cfg.training.train_splits],
+        inputs.vectorizer,
+        inputs.label_encoder,
     )
     validation = epoch_data.eval_batches(
         schema.split_pattern(cfg.data_dir, "validation"),
