@@ -142,11 +142,85 @@ def test_an_ensemble_export_serves_the_weighted_sum_of_its_members(auto_run, tmp
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_winner_is_refit_on_train_and_validation_and_that_is_what_is_served(auto_run, tmp_path):
+    import dataclasses
+
+    from doctags_core.data_files import read_metadata
+    from trainer.export import export_model
+
+    _, cfg = auto_run
+    saved = json.load(open(os.path.join(cfg.model_dir, "selection.json")))
+    chosen = [m["name"] for m in saved["chosen"]["members"]]
+    assert [r["name"] for r in saved["refit"]["members"]] == chosen
+    documents = read_metadata(cfg.data_dir)["documents"]
+    steps_per_epoch = -(-(documents["train"] + documents["validation"]) // cfg.training.batch_size)
+    for member in saved["chosen"]["members"]:
+        assert member["model_dir"] == os.path.join(cfg.model_dir, "refit", member["name"])
+        rcfg = load_config(os.path.join(member["model_dir"], "config.yaml"), check_inputs=False)
+        assert rcfg.training.train_splits == ("train", "validation")
+        assert rcfg.training.early_stopping is False
+        candidate_dir = os.path.join(cfg.model_dir, "candidates", member["name"])
+        candidate = json.load(open(os.path.join(candidate_dir, "training_summary.json")))
+        refit = json.load(open(os.path.join(member["model_dir"], "training_summary.json")))
+        assert refit["epochs_run"] == candidate["best_epoch"] + 1 == rcfg.training.epochs
+        # It read every train AND validation record in each epoch.
+        assert refit["steps_this_process"] == refit["epochs_run"] * steps_per_epoch
+    # The export serves the refit members' weighted scores, not the candidates'.
+    other = dataclasses.replace(
+        cfg, export=dataclasses.replace(cfg.export, base_dir=str(tmp_path), version=7)
+    )
+    tagger = Tagger(export_model(other))
+    served = tagger.raw(TEXTS)["scores"]
+    cleaned = tagger.tokenize(TEXTS)["cleaned"]
+    expected = {}
+    for kind in ("refit", "candidates"):
+        expected[kind] = 0
+        for member in saved["chosen"]["members"]:
+            mdir = os.path.join(cfg.model_dir, kind, member["name"])
+            mcfg = load_config(os.path.join(mdir, "config.yaml"), check_inputs=False)
+            model = keras.models.load_model(os.path.join(mdir, "model.keras"))
+            vectorizer = data_lib.make_model_vectorizer(mcfg)
+            scores = model(vectorizer(cleaned), training=False).numpy()
+            expected[kind] = expected[kind] + member["weight"] * scores
+    np.testing.assert_allclose(served, expected["refit"], rtol=1e-5, atol=1e-6)
+    assert np.abs(served - expected["candidates"]).max() > 1e-4
+
+
+def test_without_refit_the_candidates_themselves_are_served(preprocessed):
+    config = _config(preprocessed, "norefit", selection={"refit": False})
+    assert main(["train", "--config", config]) == 0
+    cfg = load_config(config)
+    saved = json.load(open(os.path.join(cfg.model_dir, "selection.json")))
+    assert saved["refit"]["members"] == []
+    for member in saved["chosen"]["members"]:
+        assert member["model_dir"] == os.path.join(cfg.model_dir, "candidates", member["name"])
+    assert not os.path.exists(os.path.join(cfg.model_dir, "refit"))
+
+
+def test_without_early_stopping_no_epoch_stops_training_and_each_counts_as_best():
+    from trainer.early_stopping import EarlyStopping
+
+    on, off = EarlyStopping("val_loss", 0), EarlyStopping("val_loss", 0, enabled=False)
+    worse = {"epoch": 1, "current": 0.9, "best": 0.1, "wait": 0}
+    assert on.decide(**worse).stop and not on.decide(**worse).improved
+    assert off.decide(**worse) == type(off.decide(**worse))(improved=True, wait=0, stop=False)
+
+
+def test_without_early_stopping_every_epoch_runs_and_the_last_weights_are_kept(preprocessed):
+    training = {"epochs": 3, "early_stopping": False, "early_stopping_patience": 0}
+    config = _config(preprocessed, "no-early-stop", model={"family": "dnn"}, training=training)
+    assert main(["train", "--config", config]) == 0
+    cfg = load_config(config)
+    summary = json.load(open(os.path.join(cfg.model_dir, "training_summary.json")))
+    assert (summary["epochs_run"], summary["best_epoch"], summary["stopped_early"]) == (3, 2, False)
+
+
 def test_a_finished_candidate_is_reused_when_training_again(auto_run, capsys):
     config, cfg = auto_run
     assert main(["train", "--config", config]) == 0
     saved = json.load(open(os.path.join(cfg.model_dir, "selection.json")))
     assert [c["status"] for c in saved["candidates"]] == ["reused", "reused"]
+    assert {r["status"] for r in saved["refit"]["members"]} == {"reused"}
     assert "model selection on the validation split" in capsys.readouterr().out
 
 
@@ -262,6 +336,8 @@ def test_choose_takes_the_simplest_policy_then_the_best_micro_f1_within_the_tole
         ({"selection": {"threshold_policies": ["magic"]}}, "selection.threshold_policies[0]"),
         ({"selection": {"tolerance": -1}}, "selection.tolerance"),
         ({"training": {"budget_minutes": 0}}, "training.budget_minutes"),
+        ({"training": {"train_splits": ["validation"]}}, "training.train_splits"),
+        ({"training": {"train_splits": ["train", "test"]}}, "training.train_splits"),
     ],
 )
 def test_selection_settings_are_validated(tmp_path, reuters_slice, sections, key):

@@ -211,6 +211,29 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(
     assert list(tmp_dirs[1].iterdir()) == []
 
 
+def test_two_workers_refit_the_members_only_the_chief_could_choose(
+    tmp_path, preprocessed, reuters_slice
+):
+    """Only the chief has the validation scores; the others learn its choice by all-reduce."""
+    workers = [
+        Run(tmp_path, f"auto{i}", preprocessed, reuters_slice, model={"family": "auto"}, epochs=2)
+        for i in range(2)
+    ]
+    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
+    for d in tmp_dirs:
+        d.mkdir()
+    procs = [w.start(env=env) for w, env in zip(workers, _worker_envs(2, tmp_dirs))]
+    logs = [w.finish(p) for w, p in zip(workers, procs)]
+    chief, other = workers
+    saved = json.load(open(os.path.join(chief.cfg.model_dir, "selection.json")))
+    chosen = [m["name"] for m in saved["chosen"]["members"]]
+    assert [r["name"] for r in saved["refit"]["members"]] == chosen
+    for log in logs:
+        refits = [line for line in log.splitlines() if "auto: refitting" in line]
+        assert [line.split("refitting ")[1].split(" ")[0] for line in refits] == chosen
+    assert not os.path.exists(other.cfg.model_dir)
+
+
 def _kill_mid_epoch(cfg, procs, victim, deadline=300):
     """Waits for a checkpoint inside epoch 2, lets a step run, then SIGKILLs."""
     started = time.time()

@@ -48,7 +48,7 @@ def main() -> None:
         time.sleep(args.step_sleep)
 
     result = train(cfg, on_step=on_step if args.step_sleep else None)
-    if args.weights:
+    if args.weights and result.model is not None:  # auto keeps no single model in memory
         np.savez(args.weights, *result.model.get_weights())
     print(f"driver done: {result.epochs_run} epochs", flush=True)
 

@@ -33,10 +33,14 @@ class EarlyStopping:
     Args:
         monitor: The validation metric, e.g. ``val_pr_auc`` or ``val_loss``.
         patience: Epochs without improvement before stopping.
+        enabled: False: every epoch counts as the best and none stops
+            training, so all epochs run and the last weights are kept (a
+            refit that learns from the validation split too).
     """
 
     monitor: str
     patience: int
+    enabled: bool = True
 
     @property
     def mode(self) -> str:
@@ -57,7 +61,7 @@ class EarlyStopping:
         As in Keras, the first epoch never stops training, and ``patience``
         epochs without improvement do.
         """
-        if self.is_improvement(current, best):
+        if not self.enabled or self.is_improvement(current, best):
             return Decision(improved=True, wait=0, stop=False)
         wait += 1
         return Decision(improved=False, wait=wait, stop=wait >= self.patience and epoch > 0)

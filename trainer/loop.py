@@ -31,7 +31,7 @@ import tensorflow as tf
 from doctags_core.config import Config
 from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
-from trainer.early_stopping import Decision, EarlyStopping
+from trainer.early_stopping import EarlyStopping
 from trainer.reporting import Reporter
 from trainer.sharding import check_layout
 from trainer.steps import DistributedSteps
@@ -117,7 +117,9 @@ class TrainingLoop:
         self.examples, self.global_batch = examples, global_batch
         self.validation = strategy.experimental_distribute_dataset(validation)
         self.on_step = on_step
-        self.stopping = EarlyStopping(self.t.monitor, self.t.early_stopping_patience)
+        self.stopping = EarlyStopping(
+            self.t.monitor, self.t.early_stopping_patience, self.t.early_stopping
+        )
         self.steps = DistributedSteps(
             strategy, model, optimizer, loss_fn, sample_weights, self.t.jit_compile
         )
@@ -150,12 +152,9 @@ class TrainingLoop:
         logs = {**self.steps.train_metrics.result(), **self.steps.evaluate(self.validation)}
         history = self._history() + [logs]
         current = logs[self.t.monitor]
-        if self.t.early_stopping:
-            decision = self.stopping.decide(
-                epoch, current, float(self.state.best.numpy()), int(self.state.wait.numpy())
-            )
-        else:  # every epoch runs and the last weights are kept
-            decision = Decision(improved=True, wait=0, stop=False)
+        decision = self.stopping.decide(
+            epoch, current, float(self.state.best.numpy()), int(self.state.wait.numpy())
+        )
         if decision.improved:
             self.state.best.assign(current)
             self.state.best_epoch.assign(epoch)
