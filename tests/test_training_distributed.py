@@ -214,7 +214,16 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(
 def test_two_workers_refit_the_members_only_the_chief_could_choose(
     tmp_path, preprocessed, reuters_slice
 ):
-    """Only the chief has the validation scores; the others learn its choice by all-reduce."""
+    """Only the chief has the validation scores; the others learn its choice by all-reduce.
+
+    The refit reads train + validation, whose last global batch is short
+    here: with several steps per call, the workers' sparse-gradient gathers
+    of that step once met those of a full one and the run aborted.
+    """
+    from doctags_core.data_files import read_metadata
+
+    documents = read_metadata(preprocessed)["documents"]
+    assert (documents["train"] + documents["validation"]) % BASE_TRAINING["batch_size"]  # short
     workers = [
         Run(tmp_path, f"auto{i}", preprocessed, reuters_slice, model={"family": "auto"}, epochs=2)
         for i in range(2)

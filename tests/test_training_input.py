@@ -185,10 +185,10 @@ def test_layout_rules():
 
 
 def test_calls_never_cross_a_checkpoint_or_the_epoch_end():
-    def calls(start, steps, per_call, every):
+    def calls(start, steps, per_call, every, short_last=False):
         out, step = [], start
         while step < steps:
-            n = steps_in_call(step, steps, per_call, every)
+            n = steps_in_call(step, steps, per_call, every, short_last)
             step += n
             out.append(step)
         return out
@@ -200,6 +200,10 @@ def test_calls_never_cross_a_checkpoint_or_the_epoch_end():
     # Every checkpoint step is the end of a call, whatever the call size.
     for per_call in (1, 3, 16, 100):
         assert {6, 12, 18} <= set(calls(0, 23, per_call, 6))
+    # A short last step is a call of its own (multi-worker sparse gathers).
+    assert calls(0, 23, 16, 0, short_last=True) == [16, 22, 23]
+    assert calls(0, 23, 100, 0, short_last=True) == [22, 23]
+    assert calls(22, 23, 16, 0, short_last=True) == [23]
 
 
 def test_confusion_counts_are_keras_auc_counts():

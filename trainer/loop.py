@@ -40,18 +40,32 @@ from trainer.tf_config import ClusterRole
 log = logging.getLogger(__name__)
 
 
-def steps_in_call(step: int, steps: int, per_call: int, checkpoint_every: int) -> int:
+def steps_in_call(
+    step: int, steps: int, per_call: int, checkpoint_every: int, short_last: bool = False
+) -> int:
     """Steps of the next call: up to ``per_call``, never past a checkpoint or the epoch end.
+
+    A short last step runs in a call of its own. Under
+    MultiWorkerMirroredStrategy an embedding's sparse gradient is
+    all-gathered, and a call whose steps changed shape (full batches, then
+    the short one) aborted with "Shape mismatch in the collective instance"
+    ([768,16] against [2048,16], 2 workers): one worker's gather of the last
+    step met the other's of a full one, whatever the file layout. Calls run
+    one after the other, so steps of one shape per call never meet another.
 
     Args:
         step: Steps done in this epoch.
         steps: Steps in the epoch.
         per_call: ``training.steps_per_call``.
         checkpoint_every: ``training.checkpoint_every_steps`` (0: epoch ends only).
+        short_last: The epoch's last global batch is short (examples not a
+            multiple of the global batch).
     """
     n = min(per_call, steps - step)
     if checkpoint_every:
         n = min(n, checkpoint_every - step % checkpoint_every)
+    if short_last and step < steps - 1:
+        n = min(n, steps - 1 - step)
     return n
 
 
@@ -235,10 +249,11 @@ class TrainingLoop:
         self.reporter.steps_per_epoch = plan.steps
         iterator = self._epoch_iterator(plan, start)
         every = self.t.checkpoint_every_steps
+        short_last = self.examples.examples % self.global_batch != 0
         started, step = time.time(), start
         bar = self.reporter.progress_bar(epoch, start)
         while step < plan.steps:
-            n = steps_in_call(step, plan.steps, self.t.steps_per_call, every)
+            n = steps_in_call(step, plan.steps, self.t.steps_per_call, every, short_last)
             self.steps.train_steps(iterator, n)
             step += n
             self.state.step.assign(step)
