@@ -202,15 +202,27 @@ def token_count_shards(counts):
         )
 
 
+def _histogram(lengths: np.ndarray) -> dict[int, int]:
+    """``{length: documents}`` for the lengths that occur."""
+    counts = np.bincount(lengths) if len(lengths) else np.zeros(0, dtype=np.int64)
+    return {int(n): int(c) for n, c in enumerate(counts) if c}
+
+
 def batch_statistics(batch: DocBatch) -> dict:
-    """Counts per split, label counts per split and a token-length histogram."""
+    """Counts per split, label counts per split and token-length histograms.
+
+    Two histograms: all documents (the data report), and the train split
+    alone, which the trainer may read to fit ``model.sequence_length`` to
+    the corpus without looking at the test split.
+    """
     lengths = batch.lengths
-    histogram = np.bincount(lengths) if len(lengths) else np.zeros(0, dtype=np.int64)
+    is_train = np.array([s == "train" for s in batch.splits], dtype=bool)
     stats = {
         "documents": Counter(batch.splits),
         "labels": {},
         "label_assignments": Counter(),
-        "length_histogram": {int(n): int(c) for n, c in enumerate(histogram) if c},
+        "length_histogram": _histogram(lengths),
+        "train_length_histogram": _histogram(lengths[is_train]),
         "empty_after_cleaning": int(np.count_nonzero(lengths == 0)),
         "truncated": int(batch.truncated),
     }

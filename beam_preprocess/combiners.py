@@ -119,6 +119,7 @@ class StatisticsFn(beam.CombineFn):
             "labels": {},
             "label_assignments": Counter(),
             "length_histogram": Counter(),
+            "train_length_histogram": Counter(),
             "empty_after_cleaning": 0,
             "truncated": 0,
         }
@@ -130,6 +131,7 @@ class StatisticsFn(beam.CombineFn):
         acc["label_assignments"].update(stats["label_assignments"])
         acc["length_histogram"].update(stats.get("lengths", ()))
         acc["length_histogram"].update(stats.get("length_histogram", {}))
+        acc["train_length_histogram"].update(stats.get("train_length_histogram", {}))
         acc["empty_after_cleaning"] += stats["empty_after_cleaning"]
         acc["truncated"] += stats.get("truncated", 0)
         return acc

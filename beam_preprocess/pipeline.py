@@ -138,6 +138,7 @@ def build_metadata(
             for split in SPLITS
         },
         "token_lengths": length_summary(stats["length_histogram"]),
+        "train_token_lengths": length_summary(stats["train_length_histogram"]),
         "empty_after_cleaning": int(dead_counts.get(records.EMPTY_AFTER_CLEANING, 0)),
         "truncated_documents": int(stats.get("truncated", 0)),
         "max_chars": cfg.preprocess.max_chars,

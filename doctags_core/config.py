@@ -205,7 +205,19 @@ class ModelConfig:
             family: ``dnn`` (the seed recipe), ``cnn`` (Kim), ``bigru`` (with
             attention pooling), ``transformer`` (small encoder) or
             ``tfidf_mlp`` (bag of words, IDF from the Beam document counts).
-        sequence_length: Token ids per document (sequence families).
+        sequence_length: Token ids per document (sequence families): the
+            most a model reads; longer documents are cut, shorter ones
+            padded.
+        fit_sequence_length: Cut ``sequence_length`` to the train split's
+            99th-percentile document length (in words after cleaning,
+            rounded up to a multiple of 8) when that is shorter. Padding
+            costs as much compute as words: on ~40-word texts a 256-long
+            cnn spends most of each epoch on it, and stops at
+            ``training.budget_minutes`` before it has converged. Training
+            and export read the length from the Beam job's
+            ``metadata.json``, so they agree; the config saved beside the
+            model holds the fitted number. Not applied with the
+            ``wordpiece`` tokenizer (pieces outnumber words).
         embedding_dim: Embedding width (also the Transformer's model width).
         hidden_units: Dense layer width (dnn, cnn, tfidf_mlp).
         dropout: Dropout rate.
@@ -222,6 +234,7 @@ class ModelConfig:
 
     family: str = "auto"
     sequence_length: int = 300
+    fit_sequence_length: bool = True
     embedding_dim: int = 128
     hidden_units: int = 256
     dropout: float = 0.3

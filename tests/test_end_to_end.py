@@ -122,7 +122,13 @@ def full_reuters(tmp_path_factory):
     config = small_config(
         tmp,
         REUTERS,
-        model={"sequence_length": 1000, "embedding_dim": 8, "hidden_units": 8},
+        # Whole documents on both sides: no fitting to the corpus' lengths.
+        model={
+            "sequence_length": 1000,
+            "fit_sequence_length": False,
+            "embedding_dim": 8,
+            "hidden_units": 8,
+        },
         preprocess={"vocab_size": 20000, "min_count": 2, "batch_size": 512},
     )
     for command in (["preprocess"], ["train"], ["export"]):

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from doctags_core.config import Config, load_config
 from trainer.outputs import CONFIG_FILE, SELECTION_FILE, model_path
+from trainer.sequence_length import fit_sequence_length
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def members_of(cfg: Config) -> list[Member]:
     """The models the export combines (a plain run: the one in ``model/``)."""
     selection = read_selection(cfg)
     if selection is None:
-        return [Member(cfg.model.family, cfg, 1.0)]
+        return [Member(cfg.model.family, fit_sequence_length(cfg), 1.0)]
     return [
         Member(
             m["name"],

@@ -40,6 +40,7 @@ from trainer.outputs import (
     VALIDATION_SCORES_FILE,
     model_path,
 )
+from trainer.sequence_length import fit_sequence_length
 from trainer.tf_config import ClusterRole
 from trainer.thresholds import choose_thresholds, predict_split
 
@@ -302,6 +303,7 @@ def train(cfg: Config, on_step: Callable[[int, int], None] | None = None) -> Tra
     # Refuse a data folder that mixes preprocess runs (file reads, no TF op yet);
     # training reads the train and validation splits only.
     data_files.check_dataset(cfg.data_dir, splits=("train", "validation"))
+    cfg = fit_sequence_length(cfg)
     if cfg.model.family == "auto":
         from trainer.selection import train_auto
 
