@@ -20,6 +20,8 @@ import logging
 from doctags_core import data_files
 from doctags_core.config import Config
 
+log = logging.getLogger(__name__)
+
 COVERAGE_PERCENTILE = "p99"
 """The train-split percentile of document length the fitted length covers."""
 
@@ -69,7 +71,7 @@ def fit_sequence_length(cfg: Config) -> Config:
     length = fitted_length(model.sequence_length, metadata.get("train_token_lengths") or {})
     if length == model.sequence_length:
         return cfg
-    logging.info(
+    log.info(
         "model.sequence_length %d -> %d: the train split's %s document length is %s tokens "
         "(model.fit_sequence_length)",
         model.sequence_length,
