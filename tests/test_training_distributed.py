@@ -243,6 +243,38 @@ def test_two_workers_refit_the_members_only_the_chief_could_choose(
     assert not os.path.exists(other.cfg.model_dir)
 
 
+def test_two_workers_stop_at_the_budget_together(tmp_path, preprocessed, reuters_slice):
+    """Each worker's clock is asked after every epoch; one all-reduce makes them agree.
+
+    A worker that stopped alone would leave the other waiting in the next
+    step's collective: the run would hang instead of finishing.
+    """
+    workers = [
+        Run(
+            tmp_path,
+            f"budget{i}",
+            preprocessed,
+            reuters_slice,
+            model={"family": "auto"},
+            budget_minutes=0.0001,
+        )
+        for i in range(2)
+    ]
+    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
+    for d in tmp_dirs:
+        d.mkdir()
+    procs = [w.start(env=env) for w, env in zip(workers, _worker_envs(2, tmp_dirs))]
+    logs = [w.finish(p) for w, p in zip(workers, procs)]
+    saved = json.load(open(os.path.join(workers[0].cfg.model_dir, "selection.json")))
+    assert [(c["status"], c["epochs"]) for c in saved["candidates"]] == [
+        ("stopped by budget", 1),
+        ("skipped (budget)", 0),
+    ]
+    for log in logs:
+        assert "auto: training candidate tfidf_mlp" in log
+        assert "auto: training candidate cnn" not in log
+
+
 def _kill_mid_epoch(cfg, procs, victim, deadline=300):
     """Waits for a checkpoint inside epoch 2, lets a step run, then SIGKILLs."""
     started = time.time()

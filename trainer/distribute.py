@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from doctags_core.config import TrainingConfig
@@ -59,14 +61,32 @@ def make_strategy(cfg: TrainingConfig) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=cpus)
 
 
+def replica_sum(strategy: tf.distribute.Strategy) -> Callable[[tf.Tensor], tf.Tensor]:
+    """``f(x)``: the sum of ``x`` over every replica of every worker (one all-reduce).
+
+    How one process's small decision reaches the others: each worker passes
+    its value (or zeros) and all get the same total. Every worker must call
+    it at the same point, as for any collective. Build it once and reuse it:
+    each call of a new one traces a new graph.
+    """
+
+    @tf.function
+    def total(x):
+        per_replica = strategy.run(tf.identity, args=(x,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return total
+
+
 def broadcast_from_chief(strategy: tf.distribute.Strategy, values: list[int]) -> list[int]:
     """The chief's small non-negative integers, on every worker.
 
     A decision only the chief can make (the auto choice needs the validation
     scores, which only the chief computes) but every worker must act on
-    (each training step is a collective all of them enter). One all-reduce
-    sum in which the other workers add zeros; every worker has the same
-    number of replicas, so the chief's value comes back times that number.
+    (each training step is a collective all of them enter). One
+    `replica_sum` in which the other workers add zeros; every worker has the
+    same number of replicas, so the chief's value comes back times that
+    number.
 
     Args:
         strategy: The process's strategy.
@@ -76,11 +96,5 @@ def broadcast_from_chief(strategy: tf.distribute.Strategy, values: list[int]) ->
     if role.num_workers <= 1:
         return list(values)
     mine = tf.constant([float(v) if role.is_chief else 0.0 for v in values], tf.float32)
-
-    @tf.function
-    def total(x):
-        per_replica = strategy.run(tf.identity, args=(x,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
     per_worker = strategy.num_replicas_in_sync // role.num_workers
-    return [round(float(v) / per_worker) for v in total(mine).numpy()]
+    return [round(float(v) / per_worker) for v in replica_sum(strategy)(mine).numpy()]

@@ -31,6 +31,7 @@ import tensorflow as tf
 from doctags_core.config import Config
 from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
+from trainer.distribute import replica_sum
 from trainer.early_stopping import EarlyStopping
 from trainer.reporting import Reporter
 from trainer.sharding import check_layout
@@ -128,6 +129,7 @@ class TrainingLoop:
         self.deadline = deadline
         self.stopped_by_budget = False
         self.strategy, self.role, self.model = strategy, role, model
+        self._replicas_late = replica_sum(strategy)  # any worker late: all stop
         self.examples, self.global_batch = examples, global_batch
         self.validation = strategy.experimental_distribute_dataset(validation)
         self.on_step = on_step
@@ -201,11 +203,6 @@ class TrainingLoop:
         if self.role.num_workers <= 1:
             return bool(late.numpy())
         return bool(self._replicas_late(late).numpy() > 0)
-
-    @tf.function
-    def _replicas_late(self, late):
-        per_replica = self.strategy.run(tf.identity, args=(late,))
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     def _resume(self) -> tuple[int, int] | None:
         """Restores the latest checkpoint of this config; ``(epoch, step)`` or None.
