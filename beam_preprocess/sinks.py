@@ -21,6 +21,7 @@ bundle leaves no duplicate records behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import struct
@@ -148,35 +149,35 @@ class _WriteBundleFiles(beam.DoFn):
         self._files: dict = {}
         self._next: dict = defaultdict(int)
 
-    def _file(self, split: str):
+    def _file(self, split: str, first_batch):
         slot = self._next[split] % self._files_per_bundle
         self._next[split] += 1
         key = (split, slot)
         if key not in self._files:
             path = os.path.join(self._temp_dir, f"{split}-{uuid.uuid4().hex}{schema.RECORD_SUFFIX}")
-            self._files[key] = [GzipTFRecordFile(path, self._level), 0]
+            self._files[key] = [GzipTFRecordFile(path, self._level), 0, content_key(first_batch)]
         return self._files[key]
 
     def process(self, split_records):
         split, serialized = split_records
-        entry = self._file(split)
+        entry = self._file(split, serialized)
         entry[0].write_batch(serialized)
         entry[1] += len(serialized)
         beam.metrics.Metrics.counter(NAMESPACE, f"examples_written_{split}").inc(len(serialized))
         progress.add(progress.WRITTEN, len(serialized))
 
     def finish_bundle(self):
-        for (split, _), (file, count) in self._files.items():
+        for (split, _), (file, count, key) in self._files.items():
             file.close()
             yield WindowedValue(
-                (split, file.path, count),
+                (split, file.path, count, key),
                 window.GlobalWindow().max_timestamp(),
                 [window.GlobalWindow()],
             )
         self._files = {}
 
     def teardown(self):
-        for file, _ in getattr(self, "_files", {}).values():
+        for file, *_ in getattr(self, "_files", {}).values():
             try:
                 file.close()
             except Exception:  # noqa: BLE001 - best effort after a failed bundle
@@ -189,19 +190,36 @@ def _rename(source: str, destination: str) -> None:
     FileSystems.rename([source], [destination])
 
 
+def content_key(first_batch) -> str:
+    """What orders a bundle file among its split's shards: a digest of its first records.
+
+    The temporary names are random, and the order in which bundles finish
+    depends on timing; the shard numbers must not. The trainer reads shards
+    in name order (shuffled from its seed), so shards numbered by chance
+    made two runs of the same config on the same data train differently.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for record in first_batch:
+        digest.update(_LENGTH.pack(len(record)))
+        digest.update(record)
+    return digest.hexdigest()
+
+
 def finalize_files(_, written, data_dir: str, temp_dir: str, splits, run_id: str = "") -> dict:
     """Renames every bundle file to ``SPLIT/part-RUNID-NNNNN-of-MMMMM`` and returns counts.
 
-    A split without any record still gets one empty shard, so readers that
-    glob a split always find a file.
+    Shards are numbered in the order of their `content_key`, so the same
+    records get the same shard number on every run. A split without any
+    record still gets one empty shard, so readers that glob a split always
+    find a file.
     """
     _mkdirs(temp_dir)
     by_split: dict[str, list] = defaultdict(list)
-    for split, path, count in written:
-        by_split[split].append((path, count))
+    for split, path, count, key in written:
+        by_split[split].append((key, path, count))
     summary = {}
     for split in splits:
-        files = sorted(by_split.get(split, []))
+        files = [(path, count) for _, path, count in sorted(by_split.get(split, []))]
         directory = os.path.dirname(schema.split_prefix(data_dir, split))
         _mkdirs(directory)
         if not files:

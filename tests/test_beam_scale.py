@@ -310,6 +310,32 @@ def test_sink_writes_every_record_without_a_shuffle_and_an_empty_shard_per_empty
     assert not glob.glob(os.path.join(data_dir, ".temp-*"))
 
 
+def _shards(data_dir: str, split: str) -> list[list[bytes]]:
+    files = sorted(glob.glob(schema.split_pattern(data_dir, split)))
+    return [[r.numpy() for r in tf.data.TFRecordDataset(f, compression_type="GZIP")] for f in files]
+
+
+def test_the_same_records_get_the_same_shard_numbers_on_every_run(tmp_path):
+    """Shard order is the trainer's read order: numbered by chance, two runs trained apart.
+
+    Six files per bundle: a chance numbering matches the first run's with
+    probability 1/720 per run.
+    """
+    batches = [("train", [f"t{i}-{j}".encode() for j in range(3)]) for i in range(24)]
+    runs = []
+    for run in range(3):
+        data_dir = str(tmp_path / f"data{run}")
+        with TestPipeline(argv=DIRECT) as p:
+            _ = (
+                p
+                | beam.Create(batches)
+                | sinks.WriteTFRecordBatches(data_dir, ("train",), 6, 1, run_id=f"run{run}")
+            )
+        runs.append(_shards(data_dir, "train"))
+    assert len(runs[0]) == 6 and sum(len(s) for s in runs[0]) == 72
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
 # ---------------------------------------------------------------- structure
 def _group_by_keys(cfg):
     pipeline = beam.Pipeline(options=PipelineOptions(DIRECT))
