@@ -168,15 +168,27 @@ def _free_ports(count):
     return ports
 
 
-def _worker_envs(count, tmp_dirs):
+def _worker_envs(tmp_path, count=2):
+    """``(envs, tmp_dirs)``: each local worker's TF_CONFIG and a TMPDIR of its own."""
+    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(count)]
+    for d in tmp_dirs:
+        d.mkdir()
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(count)]}
-    return [
+    envs = [
         {
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
             "TMPDIR": str(tmp_dirs[i]),
         }
         for i in range(count)
     ]
+    return envs, tmp_dirs
+
+
+def _run_cluster(tmp_path, workers):
+    """Runs one `Run` per worker as a cluster to the end; ``(logs, tmp_dirs)``."""
+    envs, tmp_dirs = _worker_envs(tmp_path, len(workers))
+    procs = [w.start(env=env) for w, env in zip(workers, envs)]
+    return [w.finish(p) for w, p in zip(workers, procs)], tmp_dirs
 
 
 def test_two_workers_train_one_model_and_only_the_chief_writes(
@@ -188,12 +200,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(
         Run(tmp_path, f"worker{i}", preprocessed, reuters_slice, model={"dropout": 0.0})
         for i in range(2)
     ]
-    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
-    for d in tmp_dirs:
-        d.mkdir()
-    envs = _worker_envs(2, tmp_dirs)
-    procs = [w.start(env=env) for w, env in zip(workers, envs)]
-    logs = [w.finish(p) for w, p in zip(workers, procs)]
+    logs, tmp_dirs = _run_cluster(tmp_path, workers)
 
     chief, other = workers
     a, b = chief.final_weights(), other.final_weights()
@@ -228,11 +235,7 @@ def test_two_workers_refit_the_members_only_the_chief_could_choose(
         Run(tmp_path, f"auto{i}", preprocessed, reuters_slice, model={"family": "auto"}, epochs=2)
         for i in range(2)
     ]
-    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
-    for d in tmp_dirs:
-        d.mkdir()
-    procs = [w.start(env=env) for w, env in zip(workers, _worker_envs(2, tmp_dirs))]
-    logs = [w.finish(p) for w, p in zip(workers, procs)]
+    logs, _ = _run_cluster(tmp_path, workers)
     chief, other = workers
     saved = json.load(open(os.path.join(chief.cfg.model_dir, "selection.json")))
     chosen = [m["name"] for m in saved["chosen"]["members"]]
@@ -260,11 +263,7 @@ def test_two_workers_stop_at_the_budget_together(tmp_path, preprocessed, reuters
         )
         for i in range(2)
     ]
-    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
-    for d in tmp_dirs:
-        d.mkdir()
-    procs = [w.start(env=env) for w, env in zip(workers, _worker_envs(2, tmp_dirs))]
-    logs = [w.finish(p) for w, p in zip(workers, procs)]
+    logs, _ = _run_cluster(tmp_path, workers)
     saved = json.load(open(os.path.join(workers[0].cfg.model_dir, "selection.json")))
     assert [(c["status"], c["epochs"]) for c in saved["candidates"]] == [
         ("stopped by budget", 1),
@@ -381,10 +380,7 @@ def test_killed_worker_stops_the_cluster_and_a_restart_resumes(
         model={"dropout": 0.0},
         checkpoint_every_steps=2,
     )
-    tmp_dirs = [tmp_path / f"tmp{i}" for i in range(2)]
-    for d in tmp_dirs:
-        d.mkdir()
-    envs = _worker_envs(2, tmp_dirs)
+    envs, _ = _worker_envs(tmp_path)
     weights = [str(tmp_path / f"w{i}.npz") for i in range(2)]
 
     def start_cluster(suffix):
