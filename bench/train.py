@@ -103,6 +103,7 @@ def child_seed(args) -> dict:
     from doctags_core import data_files, schema
     from doctags_core.config import load_config
     from trainer import data as data_lib
+    from trainer.fused_adam import FusedAdam
     from trainer.models import build_model
 
     cfg = load_config(args.config, overrides(args, args.family, 1))
@@ -128,7 +129,8 @@ def child_seed(args) -> dict:
     priors = [c / max(n_train, 1) for c in counts]
     model = build_model(cfg.model, vectorizer.vocabulary_size(), len(labels), priors)
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.training.learning_rate),
+        # The loop's optimizer, so the two differ only in how they run steps.
+        optimizer=FusedAdam(cfg.training.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[  # the metrics the loop tracks too
             keras.metrics.AUC(curve="PR", name="pr_auc"),

@@ -30,6 +30,7 @@ from doctags_core.metrics import apply_thresholds, summary_metrics, thresholds_b
 from trainer import data as data_lib
 from trainer import epoch_data, tf_config
 from trainer.distribute import configure_logical_cpus, make_strategy
+from trainer.fused_adam import FusedAdam
 from trainer.loop import LoopResult, TrainingLoop
 from trainer.losses import make_loss, make_sample_weights
 from trainer.models import build_model
@@ -100,7 +101,7 @@ def scaled_learning_rate(t: TrainingConfig, global_batch: int) -> float:
 
 
 def _optimizer(t: TrainingConfig, learning_rate: float) -> keras.optimizers.Optimizer:
-    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer = FusedAdam(learning_rate)
     if t.mixed_precision == "mixed_float16":
         # Dynamic loss scaling keeps small float16 gradients from flushing to zero.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

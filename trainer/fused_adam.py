@@ -1,0 +1,68 @@
+"""Keras' Adam, with each variable's update done by TensorFlow's fused kernel.
+
+Keras 3 writes Adam's update as separate tensor ops (two slot updates, a
+square root, a division, an assignment), each a full pass over the variable
+with its own temporaries. For the models here the update, not the forward or
+backward pass, is most of a step: the ``tfidf_mlp``'s first layer alone has
+``vocab_size x hidden_units`` weights (10M for 20k words and 512 units), and
+every step updates all of them. ``ResourceApplyAdam`` does the same update in
+one multi-threaded pass: on this 2-core machine a ``tfidf_mlp``-shaped step
+(batch 64, 20k inputs, 512 hidden, 588 labels) took 92-99 ms instead of
+247-257 (two alternating rounds, same process; `bench/research/FINDINGS.md`).
+
+It is the same algorithm, term for term: the kernel computes
+``m += (g - m)(1 - beta_1)``, ``v += (g^2 - v)(1 - beta_2)`` and
+``var -= m * alpha / (sqrt(v) + epsilon)`` with
+``alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)``, as
+``keras.optimizers.Adam.update_step`` does, on the same slot variables, so
+checkpoints of either load into the other. Results agree to rounding, not
+bit for bit (rounding differs inside the kernel).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class FusedAdam(keras.optimizers.Adam):
+    """`keras.optimizers.Adam` whose dense updates run ``ResourceApplyAdam``.
+
+    Falls back to Keras' own update for ``amsgrad`` (the kernel has no max of
+    past velocities) and for backends other than TensorFlow. Sparse
+    gradients (``tf.IndexedSlices`` from an embedding lookup) are made dense
+    first, which is what Keras' update does to them too.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(tf.convert_to_tensor(gradient), dtype),
+        )
+
+
+def _handle(variable):
+    """The resource handle of a Keras or TF variable.
+
+    Under a `tf.distribute` strategy the update runs once per replica, inside
+    ``strategy.extended.update``, where a mirrored variable's ``handle`` is
+    that replica's copy.
+    """
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
