@@ -6,9 +6,11 @@ with its own temporaries. For the models here the update, not the forward or
 backward pass, is most of a step: the ``tfidf_mlp``'s first layer alone has
 ``vocab_size x hidden_units`` weights (10M for 20k words and 512 units), and
 every step updates all of them. ``ResourceApplyAdam`` does the same update in
-one multi-threaded pass: on this 2-core machine a ``tfidf_mlp``-shaped step
+one multi-threaded pass. On this 2-core machine a ``tfidf_mlp``-shaped step
 (batch 64, 20k inputs, 512 hidden, 588 labels) took 92-99 ms instead of
-247-257 (two alternating rounds, same process; `bench/research/FINDINGS.md`).
+247-257; in the real loop on debtags a ``tfidf_mlp`` epoch took 25-31 s
+instead of 50-59 and a ``cnn`` epoch 62-69 s instead of 71-74
+(`bench/research/FINDINGS.md`, section 5d).
 
 It is the same algorithm, term for term: the kernel computes
 ``m += (g - m)(1 - beta_1)``, ``v += (g^2 - v)(1 - beta_2)`` and
@@ -16,7 +18,11 @@ It is the same algorithm, term for term: the kernel computes
 ``alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)``, as
 ``keras.optimizers.Adam.update_step`` does, on the same slot variables, so
 checkpoints of either load into the other. Results agree to rounding, not
-bit for bit (rounding differs inside the kernel).
+bit for bit (rounding differs inside the kernel). One difference is not
+rounding: for an embedding's gradient (slices, with a row repeated when a
+word occurs twice in a batch) Keras 3.15 squares each slice before the
+slices of a row are summed, so its velocity gets ``sum(g_i^2)`` where Adam
+has ``(sum g_i)^2``; here the slices are summed first, as Adam defines.
 """
 
 from __future__ import annotations
