@@ -37,7 +37,8 @@ class FusedAdam(keras.optimizers.Adam):
     Falls back to Keras' own update for ``amsgrad`` (the kernel has no max of
     past velocities) and for backends other than TensorFlow. Sparse
     gradients (``tf.IndexedSlices`` from an embedding lookup) are made dense
-    first, which is what Keras' update does to them too.
+    first, summing a repeated row's slices (see the module docstring for how
+    Keras' own update differs there).
     """
 
     def update_step(self, gradient, variable, learning_rate):
