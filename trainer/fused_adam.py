@@ -35,14 +35,14 @@ class FusedAdam(keras.optimizers.Adam):
     """`keras.optimizers.Adam` whose dense updates run ``ResourceApplyAdam``.
 
     Falls back to Keras' own update for ``amsgrad`` (the kernel has no max of
-    past velocities) and for backends other than TensorFlow. Sparse
+    past velocities); the trainer runs Keras on TensorFlow only. Sparse
     gradients (``tf.IndexedSlices`` from an embedding lookup) are made dense
     first, summing a repeated row's slices (see the module docstring for how
     Keras' own update differs there).
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or keras.backend.backend() != "tensorflow":
+        if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)

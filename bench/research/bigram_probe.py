@@ -28,6 +28,9 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from offline import f1s  # bench/research/offline.py, beside this script
+
+from doctags_core.labels import multi_hot
 
 VARIANTS = {  # name -> (TextVectorization ngrams, max_tokens)
     "uni20k": (None, 20000),
@@ -49,25 +52,6 @@ def read_split(data_dir: str, split: str) -> tuple[list[str], list[list[str]]]:
         texts += [t.decode() for t in parsed["clean_text"].numpy()]
         labels += [[x.decode() for x in row] for row in parsed["labels"].to_list()]
     return texts, labels
-
-
-def multi_hot(rows: list[list[str]], names: list[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(names)}
-    y = np.zeros((len(rows), len(names)), np.float32)
-    for r, row in enumerate(rows):
-        for name in row:
-            if name in index:
-                y[r, index[name]] = 1
-    return y
-
-
-def f1(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """Micro and macro F1 over all labels (zero_division=0)."""
-    tp = (y & pred).sum(0)
-    denom = 2 * tp + (~y & pred).sum(0) + (y & ~pred).sum(0)
-    micro = 2 * tp.sum() / max(denom.sum(), 1)
-    macro = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0).mean()
-    return float(micro), float(macro)
 
 
 def train_variant(name: str, splits: dict, names: list[str], seed: int = 0) -> dict:
@@ -119,9 +103,8 @@ def train_variant(name: str, splits: dict, names: list[str], seed: int = 0) -> d
     )
     s_va = model.predict(batches(x_va, y_va), verbose=0)
     s_te = model.predict(batches(x_te, y_te), verbose=0)
-    y_va_b, y_te_b = y_va.astype(bool), y_te.astype(bool)
-    threshold = max(np.arange(0.05, 0.96, 0.05), key=lambda t: sum(f1(y_va_b, s_va >= t)))
-    micro, macro = f1(y_te_b, s_te >= threshold)
+    threshold = max(np.arange(0.05, 0.96, 0.05), key=lambda t: sum(f1s(y_va, s_va >= t)))
+    micro, macro = f1s(y_te, s_te >= threshold)
     return {
         "variant": name,
         "vocabulary": vectorizer.vocabulary_size(),
@@ -147,7 +130,7 @@ def main() -> None:
     splits = {}
     for split in ("train", "validation", "test"):
         texts, labels = read_split(args.data_dir, split)
-        splits[split] = (texts, multi_hot(labels, names))
+        splits[split] = (texts, multi_hot(labels, names).astype(np.float32))
     for name in args.variants.split(","):
         print(json.dumps(train_variant(name, splits, names)), flush=True)
 
