@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from doctags_core.records import (
     TextLimit,
     dead_letter,
     document_from_row,
-    observe_fields,
+    observe_rows,
     row_of,
 )
 from doctags_core.splits import SPLITS, assign_split
@@ -71,18 +72,24 @@ def parse_batch(records: list[tuple[str, object]], cfg: DataConfig, limit: TextL
     Returns:
         ``(documents, dead_letters, field_counts)``; documents and dead
         letters together hold every input record, ``field_counts`` is
-        `records.observe_fields` over the records that parsed into fields.
+        `records.observe_rows` over the records that parsed into fields.
     """
     docs: list[Document] = []
     dead: list[dict] = []
-    fields: dict = {}
+    rows: list[dict] = []
     for source, raw in records:
         try:
             row = row_of(raw)
-            observe_fields(row, cfg, fields)
+        except BadRecord as e:
+            dead.append(dead_letter(source, e.reason, e.detail, raw))
+            continue
+        rows.append(row)
+        try:
             docs.append(document_from_row(row, cfg, limit))
         except BadRecord as e:
             dead.append(dead_letter(source, e.reason, e.detail, raw))
+    fields: dict = {}
+    observe_rows(rows, cfg, fields)
     return docs, dead, fields
 
 
@@ -205,7 +212,8 @@ def token_count_shards(counts):
 def _histogram(lengths: np.ndarray) -> dict[int, int]:
     """``{length: documents}`` for the lengths that occur."""
     counts = np.bincount(lengths) if len(lengths) else np.zeros(0, dtype=np.int64)
-    return {int(n): int(c) for n, c in enumerate(counts) if c}
+    seen = np.flatnonzero(counts)
+    return dict(zip(seen.tolist(), counts[seen].tolist()))
 
 
 def batch_statistics(batch: DocBatch) -> dict:
@@ -226,7 +234,11 @@ def batch_statistics(batch: DocBatch) -> dict:
         "empty_after_cleaning": int(np.count_nonzero(lengths == 0)),
         "truncated": int(batch.truncated),
     }
+    by_split: dict[str, list] = {}
     for split, labels in zip(batch.splits, batch.labels):
-        stats["labels"].setdefault(split, Counter()).update(labels)
-        stats["label_assignments"][split] += len(labels)
+        by_split.setdefault(split, []).append(labels)
+    for split, label_lists in by_split.items():
+        assigned = list(chain.from_iterable(label_lists))
+        stats["labels"][split] = Counter(assigned)
+        stats["label_assignments"][split] += len(assigned)
     return stats

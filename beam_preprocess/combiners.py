@@ -148,7 +148,7 @@ class StatisticsFn(beam.CombineFn):
 
 
 class FieldCountsFn(beam.CombineFn):
-    """Sums the per-batch field counts (`records.observe_fields`) for the data report.
+    """Sums the per-batch field counts (`records.observe_rows`) for the data report.
 
     Field names (``key:...``) are capped at `MAX_FIELD_NAMES`, the most
     frequent kept, so records with ever-new keys stay a small accumulator.

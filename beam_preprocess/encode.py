@@ -146,11 +146,102 @@ def _train_tokens(tf, values, row_splits, is_train):
     return tf.cond(tf.reduce_all(is_train[:n_train]), prefix, general)
 
 
+def _document_counts(tf, docs, index, size, rows):
+    """How many documents hold each distinct token: distinct ``(document, token)`` pairs.
+
+    Each pair is one int64 key; while they fit in 31 bits (a batch of
+    ``rows`` documents, ``size`` distinct tokens: ~30M keys at 1,024 by
+    30,000) the distinct keys are found as int32, whose hash set is half
+    the memory: 16.3 -> 14.3 us per synthetic document for the counting
+    ops (best of 5, alternating, 1,024-document batches).
+    """
+    keys = docs * (size + 1) + index
+    pairs = tf.cond(
+        rows * (size + 1) < 2**31,
+        lambda: tf.cast(tf.unique(tf.cast(keys, tf.int32))[0], tf.int64),
+        lambda: tf.unique(keys)[0],
+    )
+    return tf.math.bincount(pairs % (size + 1), minlength=size, maxlength=size, dtype=tf.int64)
+
+
 def _map_entry(tf, table, key: str, feature):
     """One serialized ``Features.feature`` map entry (``key -> feature``)."""
     key_field = _TAG1 + bytes([len(key)]) + key.encode("utf-8")
     entry = tf.strings.join([key_field, _field(tf, table, _TAG2, feature)])
     return _field(tf, table, _TAG1, entry)
+
+
+def _varint_size(tf, n):
+    """Bytes of the protobuf varint of each non-negative int64 length (`_VARINT_BYTES` at most)."""
+    size = tf.ones_like(n)
+    for k in range(1, _VARINT_BYTES):
+        size += tf.cast(n >= (1 << (7 * k)), tf.int64)
+    return size
+
+
+def _one_value_entry(tf, key: str, payload_size):
+    """The framing of a one-value bytes feature entry, as pieces around its payload.
+
+    A ``Features.feature`` map entry holding ``key -> Feature{bytes_list
+    {value: payload}}`` is four nested length-delimited fields, and each
+    prefix is a tag and a varint length that follow from the payload's
+    size alone. Returns ``(sizes, layout, entry_size)``: the lengths whose
+    varints the prefix needs, outermost first; the prefix as tags, the
+    key field and ``None`` where those varints go; and the whole entry's
+    size in bytes.
+    """
+    key_field = _TAG1 + bytes([len(key)]) + key.encode("utf-8")
+    value = 1 + _varint_size(tf, payload_size) + payload_size  # BytesList.value
+    feature = 1 + _varint_size(tf, value) + value  # Feature.bytes_list
+    entry = len(key_field) + 1 + _varint_size(tf, feature) + feature  # key + value
+    total = 1 + _varint_size(tf, entry) + entry  # Features.feature
+    layout = [_TAG1, None, key_field + _TAG2, None, _TAG1, None, _TAG1, None]
+    return [entry, feature, value, payload_size], layout, total
+
+
+def _serialize_examples(tf, table, short, singles, labels):
+    """Serialized ``tf.train.Example`` per document, each written in one string join.
+
+    Nesting one length-delimited field in another with a join per level
+    copies the big payloads (the cleaned and the raw text) once per level,
+    five times in all; here every prefix is computed from the payload
+    sizes and each text is copied once, into its Example.
+
+    Args:
+        tf: The TensorFlow module.
+        table: The 256 one-byte strings (`_varint`).
+        short: Tag and length prefixes of payloads under 128 bytes (`_short_field`).
+        singles: ``[(key, payload)]`` of the one-value bytes features
+            (``[n]`` string tensors), in output order.
+        labels: ``(values, row_splits)`` of the label feature (small
+            strings, written with a join per level), which goes after the
+            first two singles, as in `schema.make_example`'s field order.
+    """
+    framings = [
+        _one_value_entry(tf, key, tf.cast(tf.strings.length(v), tf.int64)) for key, v in singles
+    ]
+    label_entry = _map_entry(tf, table, schema.LABELS, _bytes_feature(tf, table, *labels, short))
+    features_size = tf.add_n(
+        [total for _, _, total in framings] + [tf.cast(tf.strings.length(label_entry), tf.int64)]
+    )
+    # All the varints of the batch in one vectorised pass.
+    sizes = [features_size] + [size for group, _, _ in framings for size in group]
+    n = tf.shape(features_size)[0]
+    varints = tf.reshape(_varint(tf, table, tf.concat(sizes, 0)), [len(sizes), n])
+    pieces, row = [_TAG1, varints[0]], 1
+    for i, ((_, payload), (_, layout, _)) in enumerate(zip(singles, framings)):
+        if i == 2:
+            pieces.append(label_entry)
+        for part in layout:
+            if part is None:
+                pieces.append(varints[row])
+                row += 1
+            else:
+                pieces.append(part)
+        pieces.append(payload)
+    if len(singles) <= 2:
+        pieces.append(label_entry)
+    return tf.strings.join(pieces)
 
 
 class BatchEncoder:
@@ -247,36 +338,20 @@ class BatchEncoder:
             return tf.concat(splits, 0), examples
 
         def encode_part(ids, texts, label_values, label_splits, is_train):
+            n = tf.shape(ids, out_type=tf.int64)[0]
             cleaned = clean_text(texts, steps, assume_valid_utf8=True)
             tokens = tokenize(cleaned)  # the trainer's TextVectorization splits the same way
             values, splits = tokens.values, tokens.row_splits
-            n = tf.shape(ids, out_type=tf.int64)[0]
-            one_each = tf.range(n + 1)
-            features = [
-                _map_entry(tf, table, schema.ID, _bytes_feature(tf, table, ids, one_each)),
-                _map_entry(
-                    tf, table, schema.CLEAN_TEXT, _bytes_feature(tf, table, cleaned, one_each)
-                ),
-                _map_entry(
-                    tf,
-                    table,
-                    schema.LABELS,
-                    _bytes_feature(tf, table, label_values, label_splits, short),
-                ),
-            ]
+            singles = [(schema.ID, ids), (schema.CLEAN_TEXT, cleaned)]
             if keep_raw_text:
-                text = _bytes_feature(tf, table, texts, one_each)
-                features.append(_map_entry(tf, table, schema.TEXT, text))
-            examples = _field(tf, table, _TAG1, tf.strings.join(features))
+                singles.append((schema.TEXT, texts))
+            examples = _serialize_examples(tf, table, short, singles, (label_values, label_splits))
 
             # Train-split counts: distinct tokens, occurrences, documents.
             train_values, train_docs = _train_tokens(tf, values, splits, is_train)
             distinct, index, occurrences = tf.unique_with_counts(train_values, out_idx=tf.int64)
             size = tf.shape(distinct, out_type=tf.int64)[0]
-            pairs, _ = tf.unique(train_docs * (size + 1) + index)
-            documents = tf.math.bincount(
-                pairs % (size + 1), minlength=size, maxlength=size, dtype=tf.int64
-            )
+            documents = _document_counts(tf, train_docs, index, size, n)
             return splits, examples, distinct, occurrences, documents
 
         self._encode = encode

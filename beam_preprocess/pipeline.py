@@ -69,7 +69,7 @@ def labeled_pool_counts(stats) -> Counter:
 
 
 def field_summary(counts: dict, cfg: Config) -> dict:
-    """How often each configured field was there, from `records.observe_fields` counts."""
+    """How often each configured field was there, from `records.observe_rows` counts."""
     d = cfg.data
     configured = [*d.text_fields, d.label_field, d.id_field, d.split_field]
     return {

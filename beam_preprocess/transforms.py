@@ -202,7 +202,7 @@ class ParseDocuments(beam.PTransform):
         ``docs``: batches of `Document` (the records whose id and text are
         unique, straight from the parse step); ``kept``: batches of the one
         document kept per repeated id or text, or None without grouping;
-        ``dead_letter``; ``field_counts`` (`records.observe_fields` per
+        ``dead_letter``; ``field_counts`` (`records.observe_rows` per
         batch). ``docs`` and ``kept`` stay apart: a Flatten of the two would
         make the runner hold every parsed document until the groups are
         done (the FnApiRunner did: the corpus in memory).

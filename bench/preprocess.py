@@ -326,7 +326,7 @@ def write_config(workdir: str, n: int, pattern: str, mode: str, workers: int, ba
             "runner": "DirectRunner",
             "direct_running_mode": mode,
             "direct_num_workers": workers,
-            "batch_size": batch,
+            **({"batch_size": batch} if batch else {}),
         },
     }
     with open(path, "w") as f:
@@ -460,7 +460,9 @@ def main() -> int:
     parser.add_argument("--workdir", default="/tmp/doctags-scale")
     parser.add_argument("--modes", default="in_memory", help="comma-separated DirectRunner modes")
     parser.add_argument("--workers", type=int, default=2, help="workers for multi_* modes")
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument(
+        "--batch-size", type=int, help="preprocess.batch_size (default: the config default)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-seeds", action="store_true")
     parser.add_argument("--no-tft", action="store_true", help="skip the tf.Transform peer")

@@ -117,6 +117,11 @@ class PreprocessConfig:
         direct_num_workers: Worker count for the DirectRunner modes.
         batch_size: Documents per element once batched; all TF work runs on
             whole batches so per-element overhead is paid once per batch.
+            1,024 spent ~19% less CPU than 512 on a million synthetic
+            documents (with the encoder changes of the same commit; fewer
+            count-table updates per document), 4,096 more (the per-batch
+            hash sets outgrow the caches). Memory per batch in flight is
+            about this many times ``max_chars``, at worst.
         vocab_size: Keep at most this many tokens (most frequent first).
         min_count: Drop tokens seen fewer times in the train split.
         vocab_shards: Key space for the distributed token count combine.
@@ -179,7 +184,7 @@ class PreprocessConfig:
     runner: str = "DirectRunner"
     direct_running_mode: str = "in_memory"
     direct_num_workers: int = 1
-    batch_size: int = 512
+    batch_size: int = 1024
     vocab_size: int = 20000
     min_count: int = 2
     vocab_shards: int = 16

@@ -13,6 +13,7 @@ pays per-element overhead once per batch from the very first step.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import repeat
 from typing import Any
 
 from doctags_core import records
@@ -132,6 +133,12 @@ def iter_jsonl_batches(
     """
     batch: list = []
     for kind, item in _jsonl_lines(stream, source, max_record_bytes or (1 << 62)):
+        if kind == "lines":
+            batch += zip(repeat(source), item)
+            while len(batch) >= batch_size:
+                yield batch[:batch_size]
+                batch = batch[batch_size:]
+            continue
         if kind == "line":
             batch.append((source, item))
             if len(batch) >= batch_size:
@@ -147,7 +154,10 @@ def iter_jsonl_batches(
 
 
 def _jsonl_lines(stream, source: str, limit: int) -> Iterator[tuple[str, Any]]:
-    """``("line", bytes)``, ``("dead", dead letter)`` or a last ``("unreadable", ...)``.
+    """Lines and dead letters of a JSONL stream, tagged by kind.
+
+    Yields ``("line", bytes)``, ``("lines", [bytes])`` (a chunk's lines),
+    ``("dead", dead letter)``, or a last ``("unreadable", dead letter)``.
 
     Reads the stream in chunks so that a line longer than ``limit`` is never
     held whole (see `_LongLine`).
@@ -172,10 +182,18 @@ def _jsonl_lines(stream, source: str, limit: int) -> Iterator[tuple[str, Any]]:
             yield "dead", _too_large(source, size, limit, head)
             lines_done += 1
         pending.add(parts[-1])
-        for line in parts[:-1]:
-            if line is not None:
-                lines_done += 1
-                yield _checked_line(source, line, limit)
+        whole = parts[:-1] if parts[0] is not None else parts[1:-1]
+        # The first line may end with a CR left at the end of the last chunk.
+        no_cr = b"\r" not in chunk and not (whole and whole[0].endswith(b"\r"))
+        if no_cr and max(map(len, whole), default=0) <= limit:
+            # The common chunk: no line to strip or to refuse, all passed on
+            # in one list instead of one generator step per line.
+            lines_done += len(whole)
+            yield "lines", whole
+            continue
+        for line in whole:
+            lines_done += 1
+            yield _checked_line(source, line, limit)
     tail, size, head = pending.finish(b"")
     if tail is None:
         yield "dead", _too_large(source, size, limit, head)

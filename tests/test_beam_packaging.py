@@ -52,7 +52,7 @@ def test_worker_wheel_alone_runs_the_pipeline(tmp_path):
         z.extractall(tmp_path / "wheel")
     packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert packages == {"doctags_core", "beam_preprocess"}
-    for requirement in ("tensorflow==", "numpy==", "pyyaml==", "pyarrow==", "isal=="):
+    for requirement in ("tensorflow==", "numpy==", "pyyaml==", "pyarrow==", "isal==", "orjson=="):
         assert f"requires-dist: {requirement}" in metadata.lower()
 
     corpus = write_jsonl(str(tmp_path / "docs.jsonl"), reuters_records(40, 10))

@@ -568,3 +568,16 @@ def test_format_from_extension(name, fmt):
 def test_unknown_extension_asks_for_data_format():
     with pytest.raises(ValueError, match="set data.format to jsonl, csv, parquet or tfrecord"):
         beam_io.input_format("corpus.xml", "auto")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 13, 64, 1 << 20])
+def test_jsonl_reader_gives_the_same_records_whatever_the_read_size(monkeypatch, chunk):
+    lines = [b'{"a": 1}\r', b"", b"x" * 40, b'{"b": 2}', b"\r", b"y" * 10 + b"\r", b'{"c": 3}']
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
+    items = list(readers.iter_jsonl_batches(io.BytesIO(b"\n".join(lines)), "f", 4, 30))
+    kept = [raw for item in items if isinstance(item, list) for _, raw in item]
+    assert kept == [line.removesuffix(b"\r") for line in lines if len(line) <= 30]
+    assert [item["reason"] for item in items if isinstance(item, dict)] == [
+        records.RECORD_TOO_LARGE
+    ]
+    assert all(0 < len(item) <= 4 for item in items if isinstance(item, list))

@@ -96,3 +96,84 @@ def test_split_assignment_is_deterministic_and_keeps_test():
     assert 0.17 < share < 0.23
     no_split = [assign_split(f"d{i}", None, 0.1, 0.1) for i in range(2000)]
     assert 0.07 < no_split.count("test") / 2000 < 0.13
+
+
+def _json_module_row(raw: bytes) -> dict:
+    """`records.row_of` without its orjson fast path: the json module's way."""
+    text = records._decode_line(raw)
+    return records._parse_json_object(text[1:] if text.startswith("\ufeff") else text)
+
+
+def _outcome(parse, raw):
+    try:
+        row = parse(raw)
+    except records.BadRecord as e:
+        return ("dead letter", e.reason, e.detail)
+    return ("row", row, [type(v) for v in row.values()])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id": "a", "text": "t", "labels": ["x"]}',
+        b'{"id": 123456789012345678901234567890, "text": "t", "labels": ["x"]}',  # > 64 bits
+        b'{"id": 18446744073709551615, "text": "t", "labels": [1, 2]}',  # the u64 edge
+        b'{"id": -9223372036854775809, "text": "t", "labels": []}',  # below i64
+        b'{"id": 1.5, "text": "t", "labels": [2.0, 3]}',
+        b'{"id": "a", "text": NaN, "labels": Infinity}',  # json accepts these, orjson does not
+        b'{"id": "a", "text": "\\ud800 lone", "labels": ["x"]}',  # a lone surrogate escape
+        b'\xef\xbb\xbf{"id": "bom", "text": "t", "labels": ["x"]}',
+        b'{"id": "a", "id": "b", "text": "t", "labels": ["x"]}',  # the last duplicate wins
+        b'{"id": "a", "text": "caf\xc3\xa9", "labels": ["x"], "extra": {"n": 1e400}}',
+        b'{"id": "a", "text": "\xff", "labels": ["x"]}',  # invalid UTF-8
+        b'["not", "an", "object"]',
+        b'{"id": "a", "text": "t", "labels": ["x"]} trailing',
+        b"",
+    ],
+)
+def test_jsonl_rows_are_what_the_json_module_gives(raw):
+    assert _outcome(records.row_of, raw) == _outcome(_json_module_row, raw)
+
+
+def test_orjson_parses_the_plain_lines_and_leaves_the_others_to_json():
+    assert records._fast_row(b'{"id": "a", "text": "t", "labels": ["x", "y"]}') is not None
+    assert records._fast_row(b'{"id": 123456789012345678901234567890, "labels": []}') is None
+    assert records._fast_row(b'{"id": "a", "labels": [1.0]}') is None
+
+
+def _observe_row_by_row(rows, cfg, counts):
+    """The per-row reference of `records.observe_rows`."""
+    for row in rows:
+        counts["rows"] = counts.get("rows", 0) + 1
+        for name in (*cfg.text_fields, cfg.label_field, cfg.id_field, cfg.split_field):
+            if name is not None and row.get(name) is not None:
+                counts[f"present:{name}"] = counts.get(f"present:{name}", 0) + 1
+        for name in cfg.text_fields:
+            value = row.get(name)
+            if isinstance(value, str) and value.strip():
+                counts[f"text:{name}"] = counts.get(f"text:{name}", 0) + 1
+        for name in row:
+            key = f"key:{name}"
+            if key in counts:
+                counts[key] += 1
+            elif counts.get("distinct_keys", 0) < records._MAX_KEYS:
+                counts[key] = 1
+                counts["distinct_keys"] = counts.get("distinct_keys", 0) + 1
+
+
+def test_field_counts_of_a_batch_are_those_counted_row_by_row():
+    cfg = DataConfig(input_pattern=("x",), text_fields=("title", "text"), split_field="split")
+    rows = [
+        {"id": "1", "title": "T", "text": "body", "labels": ["a"]},
+        {"id": "2", "title": " ", "text": None, "labels": [], "split": "test"},
+        {"title": 5, "labels": None, **{f"wild{i}": i for i in range(30)}},
+        {"id": "3", "title": "T", "text": "body", "labels": ["a"]},
+        {"text": "only", **{f"wild{i}": i for i in range(25, 60)}},
+    ]
+    for batches in ([rows], [rows[:2], rows[2:]], [[r] for r in rows]):
+        got, want = {}, {}
+        for batch in batches:
+            records.observe_rows(batch, cfg, got)
+            _observe_row_by_row(batch, cfg, want)
+        assert got == want
+    assert got["distinct_keys"] == records._MAX_KEYS
