@@ -581,3 +581,13 @@ def test_jsonl_reader_gives_the_same_records_whatever_the_read_size(monkeypatch,
         records.RECORD_TOO_LARGE
     ]
     assert all(0 < len(item) <= 4 for item in items if isinstance(item, list))
+
+
+def test_framed_records_read_back_with_tensorflows_crc_checks(tmp_path):
+    from beam_preprocess.sinks import frame_records
+
+    records_in = [b"", b"a", b"bb" * 70, b"a", b"cc" * 70, b"x" * 70_000, b"b"]
+    path = tmp_path / "plain.tfrecord"
+    path.write_bytes(frame_records(records_in[:3]) + frame_records(records_in[3:]))
+    read = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    assert read == records_in
