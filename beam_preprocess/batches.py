@@ -10,7 +10,6 @@ Each function is unit-tested without Beam.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from itertools import chain
@@ -92,26 +91,6 @@ def parse_batch(records: list[tuple[str, object]], cfg: DataConfig, limit: TextL
     fields: dict = {}
     observe_rows(rows, cfg, fields)
     return docs, dead, fields
-
-
-def id_keys(ids: list[str]) -> np.ndarray:
-    """A stable 64-bit key per document id, for finding ids that repeat (uint64).
-
-    ``blake2b``: the same in every process and on every machine, as the two
-    passes of `transforms.FindRepeats` need. Two ids sharing a key only
-    send both documents through the (small) repeated-id group, which keeps
-    each.
-    """
-    return np.array(
-        [
-            int.from_bytes(
-                hashlib.blake2b(i.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                "little",
-            )
-            for i in ids
-        ],
-        np.uint64,
-    )
 
 
 def train_first(docs: list[Document], cfg: DataConfig) -> tuple[list[Document], list[str]]:

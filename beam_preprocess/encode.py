@@ -164,10 +164,14 @@ def _document_counts(tf, docs, index, size, rows):
     return tf.math.bincount(pairs % (size + 1), minlength=size, maxlength=size, dtype=tf.int64)
 
 
+def _key_field(key: str) -> bytes:
+    """The serialized ``FeatureEntry.key`` field of a feature name (under 128 bytes)."""
+    return _TAG1 + bytes([len(key)]) + key.encode("utf-8")
+
+
 def _map_entry(tf, table, key: str, feature):
     """One serialized ``Features.feature`` map entry (``key -> feature``)."""
-    key_field = _TAG1 + bytes([len(key)]) + key.encode("utf-8")
-    entry = tf.strings.join([key_field, _field(tf, table, _TAG2, feature)])
+    entry = tf.strings.join([_key_field(key), _field(tf, table, _TAG2, feature)])
     return _field(tf, table, _TAG1, entry)
 
 
@@ -190,7 +194,7 @@ def _one_value_entry(tf, key: str, payload_size):
     key field and ``None`` where those varints go; and the whole entry's
     size in bytes.
     """
-    key_field = _TAG1 + bytes([len(key)]) + key.encode("utf-8")
+    key_field = _key_field(key)
     value = 1 + _varint_size(tf, payload_size) + payload_size  # BytesList.value
     feature = 1 + _varint_size(tf, value) + value  # Feature.bytes_list
     entry = len(key_field) + 1 + _varint_size(tf, feature) + feature  # key + value

