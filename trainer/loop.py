@@ -33,6 +33,7 @@ from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
 from trainer.distribute import replica_sum
 from trainer.early_stopping import EarlyStopping
+from trainer.iterator_release import release_in_background
 from trainer.reporting import Reporter
 from trainer.sharding import check_layout
 from trainer.steps import DistributedSteps
@@ -262,7 +263,12 @@ class TrainingLoop:
             if every and step % every == 0:
                 self._save()
         self.reporter.finish_bar(bar)
-        return time.time() - started, step - start
+        seconds = time.time() - started
+        # Destroying a distributed iterator can block for up to a minute
+        # (trainer.iterator_release): the next epoch must not wait for it.
+        release_in_background(iterator)
+        del iterator
+        return seconds, step - start
 
     def _should_continue(self) -> bool:
         return (

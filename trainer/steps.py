@@ -30,6 +30,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from trainer.iterator_release import release_in_background
 from trainer.losses import training_losses
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -199,8 +200,11 @@ class DistributedSteps:
     def evaluate(self, distributed_batches) -> dict[str, float]:
         """Loss and AUCs over a whole distributed dataset (``val_``-prefixed)."""
         self.val_metrics.reset()
-        for batch in distributed_batches:
+        iterator = iter(distributed_batches)
+        for batch in iterator:
             self._eval_step(batch)
+        release_in_background(iterator)  # its destruction can block (trainer.iterator_release)
+        del iterator
         self._collect_val()
         return {f"val_{k}": v for k, v in self.val_metrics.result().items()}
 

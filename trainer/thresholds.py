@@ -14,14 +14,18 @@ from doctags_core.metrics import (
     sweep_threshold,
     threshold_grid,
 )
+from trainer.iterator_release import release_in_background
 
 
 def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, scores)`` over a whole ``(ids, labels)`` dataset."""
     ys, scores = [], []
-    for ids, y in dataset:
+    iterator = iter(dataset)
+    for ids, y in iterator:
         ys.append(y.numpy())
         scores.append(model(ids, training=False).numpy())
+    release_in_background(iterator)  # its destruction can block (trainer.iterator_release)
+    del iterator
     return np.concatenate(ys).astype(LABEL_DTYPE), np.concatenate(scores)
 
 

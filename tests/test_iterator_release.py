@@ -1,0 +1,94 @@
+"""Finished iterators are destroyed on the release thread, never on the training loop's.
+
+The stall itself (up to a minute when a distributed iterator is destroyed,
+`trainer.iterator_release`) is sporadic and needs epochs of tens of
+seconds, so it is measured by ``bench/research/iterator_release.py``, not
+here. These tests check what makes the fix work: the destructor runs on
+the release thread, for plain objects and real distributed iterators
+(partly read or exhausted), later iterators are unaffected, and the loop
+hands over every epoch's training and validation iterator.
+"""
+
+import threading
+import weakref
+
+import pytest
+import tensorflow as tf
+
+from doctags.cli import main
+from tests.conftest import small_config
+from trainer import iterator_release
+
+
+def _finalized_on(obj) -> list[int]:
+    """A list that receives the id of the thread that finalizes ``obj``."""
+    threads: list[int] = []
+    weakref.finalize(obj, lambda: threads.append(threading.get_ident()))
+    return threads
+
+
+def _release_thread_id() -> int:
+    (worker,) = [t for t in threading.enumerate() if t.name == "doctags-iterator-release"]
+    return worker.ident
+
+
+def test_a_released_object_is_destroyed_on_the_release_thread():
+    class Held:
+        pass
+
+    obj = Held()
+    threads = _finalized_on(obj)
+    iterator_release.release_in_background(obj)
+    del obj
+    iterator_release.wait_for_releases()
+    assert threads == [_release_thread_id()]
+    assert threads[0] != threading.get_ident()
+
+
+@pytest.mark.parametrize("read", [3, None], ids=["partly-read", "exhausted"])
+def test_a_distributed_iterator_is_destroyed_there_and_the_next_one_reads_everything(read):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    dataset = tf.data.Dataset.range(40).map(lambda i: i * 2, num_parallel_calls=2).batch(4)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    distributed = strategy.experimental_distribute_dataset(dataset)
+
+    iterator = iter(distributed)
+    seen = [next(iterator) for _ in range(read)] if read else list(iterator)
+    assert len(seen) == (read or 10)
+    threads = _finalized_on(iterator)
+    iterator_release.release_in_background(iterator)
+    del iterator
+    iterator_release.wait_for_releases()
+    assert threads == [_release_thread_id()]
+
+    again = [int(v) for batch in distributed for v in batch.numpy()]
+    assert again == [2 * i for i in range(40)]
+
+
+def test_the_loop_hands_over_each_epochs_training_and_validation_iterators(
+    tmp_path, reuters_slice, monkeypatch
+):
+    import trainer.loop
+    import trainer.steps
+    import trainer.thresholds
+
+    handed = []
+
+    def record(obj):
+        handed.append((type(obj).__name__, _finalized_on(obj)))
+        iterator_release.release_in_background(obj)
+
+    monkeypatch.setattr(trainer.loop, "release_in_background", record)
+    monkeypatch.setattr(trainer.steps, "release_in_background", record)
+    monkeypatch.setattr(trainer.thresholds, "release_in_background", record)
+    config = small_config(tmp_path, reuters_slice, training={"epochs": 2})
+    assert main(["preprocess", "--config", config]) == 0
+    assert main(["train", "--config", config]) == 0
+    iterator_release.wait_for_releases()
+
+    # Per epoch: the training iterator, then validation's; then the
+    # validation scores the threshold is chosen on.
+    kinds = [kind for kind, _ in handed]
+    assert kinds == ["DistributedIterator", "DistributedIterator"] * 2 + ["OwnedIterator"], kinds
+    release = _release_thread_id()
+    assert all(threads == [release] for _, threads in handed)
