@@ -1,12 +1,13 @@
 """Finished iterators are destroyed on the release thread, never on the training loop's.
 
 The stall itself (up to a minute when a distributed iterator is destroyed,
-`trainer.iterator_release`) is sporadic and needs epochs of tens of
+`doctags_core.iterator_release`) is sporadic and needs epochs of tens of
 seconds, so it is measured by ``bench/research/iterator_release.py``, not
 here. These tests check what makes the fix work: the destructor runs on
 the release thread, for plain objects and real distributed iterators
 (partly read or exhausted), later iterators are unaffected, and the loop
-hands over every epoch's training and validation iterator.
+hands over every epoch's training and validation iterator, as does the
+raw-text reader of evaluation.
 """
 
 import threading
@@ -16,8 +17,9 @@ import pytest
 import tensorflow as tf
 
 from doctags.cli import main
+from doctags_core import data_files, iterator_release
+from doctags_core.config import load_config
 from tests.conftest import small_config
-from trainer import iterator_release
 
 
 def _finalized_on(obj) -> list[int]:
@@ -65,7 +67,7 @@ def test_a_distributed_iterator_is_destroyed_there_and_the_next_one_reads_everyt
     assert again == [2 * i for i in range(40)]
 
 
-def test_the_loop_hands_over_each_epochs_training_and_validation_iterators(
+def test_training_and_the_split_reader_hand_over_their_finished_iterators(
     tmp_path, reuters_slice, monkeypatch
 ):
     import trainer.loop
@@ -81,14 +83,24 @@ def test_the_loop_hands_over_each_epochs_training_and_validation_iterators(
     monkeypatch.setattr(trainer.loop, "release_in_background", record)
     monkeypatch.setattr(trainer.steps, "release_in_background", record)
     monkeypatch.setattr(trainer.thresholds, "release_in_background", record)
+    monkeypatch.setattr(data_files, "release_in_background", record)
     config = small_config(tmp_path, reuters_slice, training={"epochs": 2})
     assert main(["preprocess", "--config", config]) == 0
     assert main(["train", "--config", config]) == 0
+    test_documents = sum(
+        len(ids)
+        for ids, _, _ in data_files.split_batches(
+            load_config(config).data_dir, "test", batch_size=16
+        )
+    )
     iterator_release.wait_for_releases()
 
     # Per epoch: the training iterator, then validation's; then the
-    # validation scores the threshold is chosen on.
+    # validation scores the threshold is chosen on; then the raw-text
+    # reader of evaluation, once it has read the whole test split.
     kinds = [kind for kind, _ in handed]
-    assert kinds == ["DistributedIterator", "DistributedIterator"] * 2 + ["OwnedIterator"], kinds
+    epochs = ["DistributedIterator", "DistributedIterator"] * 2
+    assert kinds == epochs + ["OwnedIterator", "OwnedIterator"], kinds
+    assert test_documents == 100
     release = _release_thread_id()
     assert all(threads == [release] for _, threads in handed)

@@ -29,11 +29,11 @@ import keras
 import tensorflow as tf
 
 from doctags_core.config import Config
+from doctags_core.iterator_release import release_in_background
 from trainer import epoch_data
 from trainer.checkpoint import Backup, TrainState
 from trainer.distribute import replica_sum
 from trainer.early_stopping import EarlyStopping
-from trainer.iterator_release import release_in_background
 from trainer.reporting import Reporter
 from trainer.sharding import check_layout
 from trainer.steps import DistributedSteps
@@ -265,7 +265,7 @@ class TrainingLoop:
         self.reporter.finish_bar(bar)
         seconds = time.time() - started
         # Destroying a distributed iterator can block for up to a minute
-        # (trainer.iterator_release): the next epoch must not wait for it.
+        # (doctags_core.iterator_release): the next epoch must not wait for it.
         release_in_background(iterator)
         del iterator
         return seconds, step - start

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from trainer.iterator_release import release_in_background
+from doctags_core.iterator_release import release_in_background
 from trainer.losses import training_losses
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -203,7 +203,7 @@ class DistributedSteps:
         iterator = iter(distributed_batches)
         for batch in iterator:
             self._eval_step(batch)
-        release_in_background(iterator)  # its destruction can block (trainer.iterator_release)
+        release_in_background(iterator)  # its destruction can block (doctags_core.iterator_release)
         del iterator
         self._collect_val()
         return {f"val_{k}": v for k, v in self.val_metrics.result().items()}

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from doctags_core.config import Config
+from doctags_core.iterator_release import release_in_background
 from doctags_core.labels import LABEL_DTYPE
 from doctags_core.metrics import (
     apply_thresholds,
@@ -14,7 +15,6 @@ from doctags_core.metrics import (
     sweep_threshold,
     threshold_grid,
 )
-from trainer.iterator_release import release_in_background
 
 
 def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +24,7 @@ def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
     for ids, y in iterator:
         ys.append(y.numpy())
         scores.append(model(ids, training=False).numpy())
-    release_in_background(iterator)  # its destruction can block (trainer.iterator_release)
+    release_in_background(iterator)  # its destruction can block (doctags_core.iterator_release)
     del iterator
     return np.concatenate(ys).astype(LABEL_DTYPE), np.concatenate(scores)
 

@@ -5,7 +5,7 @@ distributed dataset (MirroredStrategy over one CPU device, as every
 single-device doctags layout), consumed for ``--seconds`` per epoch by a
 compiled step that takes 16 elements per call, then released either by
 ``del`` on the main thread (what the loop did) or through
-`trainer.iterator_release.release_in_background` (what it does now). The
+`doctags_core.iterator_release.release_in_background` (what it does now). The
 two ways alternate epoch by epoch in one process, so both see the same
 machine. For each epoch it prints the main thread's wait and, for the
 background way, how long the release thread took.
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import tensorflow as tf
 
-from trainer import iterator_release
+from doctags_core import iterator_release
 
 
 def main(argv=None) -> None:
