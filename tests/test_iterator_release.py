@@ -10,6 +10,8 @@ hands over every epoch's training and validation iterator, as does the
 raw-text reader of evaluation.
 """
 
+import subprocess
+import sys
 import threading
 import weakref
 
@@ -19,7 +21,7 @@ import tensorflow as tf
 from doctags.cli import main
 from doctags_core import data_files, iterator_release
 from doctags_core.config import load_config
-from tests.conftest import small_config
+from tests.conftest import REPO, small_config
 
 
 def _finalized_on(obj) -> list[int]:
@@ -104,3 +106,36 @@ def test_training_and_the_split_reader_hand_over_their_finished_iterators(
     assert test_documents == 100
     release = _release_thread_id()
     assert all(threads == [release] for _, threads in handed)
+
+
+EXITS_WHILE_RELEASING = """
+import sys, time
+from doctags_core import iterator_release
+
+class SlowToRelease:
+    def __del__(self):
+        time.sleep(0.5)  # a destructor that outlives the main thread
+        with open(sys.argv[1], "w") as f:
+            f.write("released")
+
+iterator_release.release_in_background(SlowToRelease())
+"""
+
+
+def test_a_process_exits_only_after_its_pending_releases(tmp_path):
+    """A release still running at exit must finish first (see the module's docstring).
+
+    Without the wait, the release thread is cut off during interpreter
+    finalization: here its destructor never completes; in a real run the
+    forced unwind through TensorFlow's frames aborted the process.
+    """
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, "-c", EXITS_WHILE_RELEASING, str(marker)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "released"
