@@ -16,7 +16,7 @@ import math
 import os
 
 from doctags_core import schema
-from doctags_core.iterator_release import release_in_background
+from doctags_core.iterator_release import iterate_and_release
 from doctags_core.splits import SPLITS
 
 
@@ -216,17 +216,14 @@ def split_batches(data_dir: str, split: str, batch_size: int = 1024):
 
     spec = schema.feature_spec(with_text=True)
     dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
-    batches = iter(dataset.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec)))
-    for batch in batches:
+    batches = dataset.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec))
+    for batch in iterate_and_release(batches):
         texts = [x.decode("utf-8") for x in batch[schema.TEXT].numpy()]
         if texts and not any(texts):
             raise ValueError(f"{data_dir}: the records hold no raw text (preprocess.keep_raw_text)")
         ids = [x.decode("utf-8") for x in batch[schema.ID].numpy()]
         labels = [[lb.decode("utf-8") for lb in row] for row in batch[schema.LABELS].to_list()]
         yield ids, texts, labels
-    # A whole split's iterator can take up to a minute to destroy (doctags_core.iterator_release).
-    release_in_background(batches)
-    del batches
 
 
 def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[list[str]]]:

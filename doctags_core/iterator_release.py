@@ -47,16 +47,14 @@ _start_lock = threading.Lock()
 def _release_forever() -> None:
     while True:
         item = _pending.get()
-        try:
-            del item  # the last reference: its destructor runs (and waits) here
-        finally:
-            _pending.task_done()
+        del item  # the last reference: its destructor runs (and waits) here
+        _pending.task_done()
 
 
 def _ensure_worker() -> None:
     global _worker
     with _start_lock:
-        if _worker is None or not _worker.is_alive():
+        if _worker is None:  # the loop never returns: destructors' exceptions are only printed
             _worker = threading.Thread(
                 target=_release_forever, name="doctags-iterator-release", daemon=True
             )
@@ -73,6 +71,19 @@ def release_in_background(obj) -> None:
     """
     _ensure_worker()
     _pending.put(obj)
+
+
+def iterate_and_release(dataset):
+    """The elements of ``dataset``; once they are all read, its iterator goes to the release thread.
+
+    For a whole-dataset loop (``for batch in iterate_and_release(ds)``). A
+    consumer that stops early closes this generator, and the iterator is
+    then destroyed on the consumer's thread, as a plain loop would.
+    """
+    iterator = iter(dataset)
+    yield from iterator
+    release_in_background(iterator)
+    del iterator
 
 
 def wait_for_releases() -> None:

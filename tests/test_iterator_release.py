@@ -73,19 +73,17 @@ def test_training_and_the_split_reader_hand_over_their_finished_iterators(
     tmp_path, reuters_slice, monkeypatch
 ):
     import trainer.loop
-    import trainer.steps
-    import trainer.thresholds
 
     handed = []
+    release = iterator_release.release_in_background
 
     def record(obj):
         handed.append((type(obj).__name__, _finalized_on(obj)))
-        iterator_release.release_in_background(obj)
+        release(obj)
 
+    # The loop's own hand-over, and every `iterate_and_release` loop's.
     monkeypatch.setattr(trainer.loop, "release_in_background", record)
-    monkeypatch.setattr(trainer.steps, "release_in_background", record)
-    monkeypatch.setattr(trainer.thresholds, "release_in_background", record)
-    monkeypatch.setattr(data_files, "release_in_background", record)
+    monkeypatch.setattr(iterator_release, "release_in_background", record)
     config = small_config(tmp_path, reuters_slice, training={"epochs": 2})
     assert main(["preprocess", "--config", config]) == 0
     assert main(["train", "--config", config]) == 0
@@ -104,8 +102,8 @@ def test_training_and_the_split_reader_hand_over_their_finished_iterators(
     epochs = ["DistributedIterator", "DistributedIterator"] * 2
     assert kinds == epochs + ["OwnedIterator", "OwnedIterator"], kinds
     assert test_documents == 100
-    release = _release_thread_id()
-    assert all(threads == [release] for _, threads in handed)
+    release_thread = _release_thread_id()
+    assert all(threads == [release_thread] for _, threads in handed)
 
 
 EXITS_WHILE_RELEASING = """

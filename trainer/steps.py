@@ -30,7 +30,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from doctags_core.iterator_release import release_in_background
+from doctags_core.iterator_release import iterate_and_release
 from trainer.losses import training_losses
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -200,11 +200,8 @@ class DistributedSteps:
     def evaluate(self, distributed_batches) -> dict[str, float]:
         """Loss and AUCs over a whole distributed dataset (``val_``-prefixed)."""
         self.val_metrics.reset()
-        iterator = iter(distributed_batches)
-        for batch in iterator:
+        for batch in iterate_and_release(distributed_batches):
             self._eval_step(batch)
-        release_in_background(iterator)  # its destruction can block (doctags_core.iterator_release)
-        del iterator
         self._collect_val()
         return {f"val_{k}": v for k, v in self.val_metrics.result().items()}
 

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from doctags_core.config import Config
-from doctags_core.iterator_release import release_in_background
+from doctags_core.iterator_release import iterate_and_release
 from doctags_core.labels import LABEL_DTYPE
 from doctags_core.metrics import (
     apply_thresholds,
@@ -20,12 +20,9 @@ from doctags_core.metrics import (
 def predict_split(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, scores)`` over a whole ``(ids, labels)`` dataset."""
     ys, scores = [], []
-    iterator = iter(dataset)
-    for ids, y in iterator:
+    for ids, y in iterate_and_release(dataset):
         ys.append(y.numpy())
         scores.append(model(ids, training=False).numpy())
-    release_in_background(iterator)  # its destruction can block (doctags_core.iterator_release)
-    del iterator
     return np.concatenate(ys).astype(LABEL_DTYPE), np.concatenate(scores)
 
 
