@@ -109,13 +109,17 @@ def train_first(docs: list[Document], cfg: DataConfig) -> tuple[list[Document], 
     return [docs[i] for i in order], [splits[i] for i in order]
 
 
-def encode_batch(docs: list[Document], splits: list[str], encoder) -> DocBatch:
+def encode_batch(
+    docs: list[Document], splits: list[str], encoder, raw_text_splits=SPLITS
+) -> DocBatch:
     """Runs the batch through the TF graph.
 
     Args:
         docs: Parsed documents, training documents first (`train_first`).
         splits: Each document's split, from `train_first`.
         encoder: ``beam_preprocess.encode.make_batch_encoder(...)``.
+        raw_text_splits: The splits whose records keep their raw text
+            (``preprocess.raw_text_splits``), when the encoder writes it.
     """
     label_values = [label for d in docs for label in d.labels]
     label_splits = np.cumsum([0] + [len(d.labels) for d in docs], dtype=np.int64)
@@ -125,6 +129,7 @@ def encode_batch(docs: list[Document], splits: list[str], encoder) -> DocBatch:
         label_values,
         label_splits,
         np.array([s == "train" for s in splits], dtype=bool),
+        np.array([s in raw_text_splits for s in splits], dtype=bool),
     )
     return DocBatch(
         ids=[d.doc_id for d in docs],

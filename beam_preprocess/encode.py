@@ -271,7 +271,10 @@ class BatchEncoder:
 
     Args:
         steps: Cleaning steps (``cfg.cleaning.steps``).
-        keep_raw_text: Also store the raw text in each Example.
+        keep_raw_text: Give each Example a raw-text feature, holding the
+            raw text where the call's ``keep_text`` is true and an empty
+            string elsewhere (`schema.feature_spec`'s default for a record
+            without it); False leaves the feature out.
         vocab_shards: Key space of the token-count combine.
         parts: Independent slices of each batch inside the graph, so that
             TensorFlow runs them on that many cores at once.
@@ -304,10 +307,11 @@ class BatchEncoder:
                 tf.TensorSpec([None], tf.string),
                 tf.TensorSpec([None], tf.int64),
                 tf.TensorSpec([None], tf.bool),
+                tf.TensorSpec([None], tf.bool),
                 tf.TensorSpec([], tf.resource),
             ],
         )
-        def encode(ids, texts, label_values, label_splits, is_train, totals):
+        def encode(ids, texts, label_values, label_splits, is_train, keep_text, totals):
             # Independent parts of the batch: TF's inter-op pool runs their
             # ops concurrently (the string kernels are single-threaded).
             n = tf.shape(ids, out_type=tf.int64)[0]
@@ -322,6 +326,7 @@ class BatchEncoder:
                         label_values[l_lo:l_hi],
                         label_splits[lo : hi + 1] - l_lo,
                         is_train[lo:hi],
+                        keep_text[lo:hi],
                     )
                 )
             splits = [outs[0][0]]
@@ -341,14 +346,14 @@ class BatchEncoder:
                 )
             return tf.concat(splits, 0), examples
 
-        def encode_part(ids, texts, label_values, label_splits, is_train):
+        def encode_part(ids, texts, label_values, label_splits, is_train, keep_text):
             n = tf.shape(ids, out_type=tf.int64)[0]
             cleaned = clean_text(texts, steps, assume_valid_utf8=True)
             tokens = tokenize(cleaned)  # the trainer's TextVectorization splits the same way
             values, splits = tokens.values, tokens.row_splits
             singles = [(schema.ID, ids), (schema.CLEAN_TEXT, cleaned)]
             if keep_raw_text:
-                singles.append((schema.TEXT, texts))
+                singles.append((schema.TEXT, tf.where(keep_text, texts, "")))
             examples = _serialize_examples(tf, table, short, singles, (label_values, label_splits))
 
             # Train-split counts: distinct tokens, occurrences, documents.
@@ -360,14 +365,20 @@ class BatchEncoder:
 
         self._encode = encode
 
-    def __call__(self, ids, texts, label_values, label_splits, is_train) -> EncodedBatch:
+    def __call__(
+        self, ids, texts, label_values, label_splits, is_train, keep_text=None
+    ) -> EncodedBatch:
+        """Encodes a batch; ``keep_text`` (default: all) says whose raw text is kept."""
         tf = self._tf
+        if keep_text is None:
+            keep_text = np.ones(len(ids), dtype=bool)
         splits, examples = self._encode(
             tf.constant(ids, tf.string),
             tf.constant(texts, tf.string),
             tf.constant(label_values, tf.string),
             tf.constant(label_splits, tf.int64),
             tf.constant(is_train, tf.bool),
+            tf.constant(keep_text, tf.bool),
             self._table.resource_handle,
         )
         return EncodedBatch(splits.numpy(), examples.numpy())

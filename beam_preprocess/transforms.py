@@ -51,13 +51,14 @@ class _ParseBatch(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
         if fields:
             yield beam.pvalue.TaggedOutput(FIELD_COUNTS_TAG, fields)
-        if repeated_ids is not None and docs:
+        # Most corpora repeat no id: then no document needs its id hashed.
+        if repeated_ids is not None and len(repeated_ids) and docs:
             by_id = _suspects([records.id_hash(d.doc_id) for d in docs], repeated_ids)
             for doc, is_dup in zip(docs, by_id):
                 if is_dup:
                     yield beam.pvalue.TaggedOutput(ID_GROUP_TAG, (doc.doc_id, doc))
             docs = [doc for doc, is_dup in zip(docs, by_id) if not is_dup]
-        if repeated_texts is not None and docs:
+        if repeated_texts is not None and len(repeated_texts) and docs:
             hashes = [records.normalized_text_hash(d.text) for d in docs]
             flags = _suspects(hashes, repeated_texts)
             for doc, hashed, is_dup in zip(docs, hashes, flags):
@@ -334,7 +335,7 @@ class _EncodeBatch(beam.DoFn):
         threads = p.encode_threads
         parts = 2 if threads == 1 else 1  # one thread: let its graph use two cores
         self._encoders = [
-            make_batch_encoder(self._steps, p.keep_raw_text, p.vocab_shards, parts)
+            make_batch_encoder(self._steps, bool(p.raw_text_splits), p.vocab_shards, parts)
             for _ in range(threads)
         ]
         self._idle = queue.SimpleQueue()
@@ -347,7 +348,7 @@ class _EncodeBatch(beam.DoFn):
         docs, splits = batches.train_first(docs, self._cfg)
         encoder = self._idle.get()
         try:
-            encoded = batches.encode_batch(docs, splits, encoder)
+            encoded = batches.encode_batch(docs, splits, encoder, self._preprocess.raw_text_splits)
         finally:
             self._idle.put(encoder)
         return batches.without_empty(encoded, [d.text for d in docs])

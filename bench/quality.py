@@ -300,7 +300,13 @@ def main() -> None:
     data_dir = os.path.join(shared, "data")
     if not (args.reuse and os.path.exists(os.path.join(data_dir, "metadata.json"))):
         started = time.time()
-        if doctags_main(["preprocess", *base, *_sets({"output_dir": shared})]) != 0:
+        # The baselines train on the train split's raw text, which the job
+        # keeps only on request (preprocess.raw_text_splits).
+        every_split = {
+            "output_dir": shared,
+            "preprocess.raw_text_splits": ["train", "validation", "test"],
+        }
+        if doctags_main(["preprocess", *base, *_sets(every_split)]) != 0:
             raise SystemExit("preprocess failed")
         print(f"(preprocess: {time.time() - started:.0f}s)")
     rows = []

@@ -21,6 +21,7 @@ import yaml
 from doctags_core.candidates import CANDIDATES, DEFAULT_CANDIDATES
 from doctags_core.cleaning import CLEANING_STEPS, DEFAULT_STEPS
 from doctags_core.families import FAMILIES
+from doctags_core.splits import SPLITS
 
 
 class ConfigError(ValueError):
@@ -130,8 +131,16 @@ class PreprocessConfig:
             worker, so this is the shard count there; runners with many
             bundles write more, smaller files. Fixed global counts would
             need a shuffle of every record (0 means 1).
-        keep_raw_text: Store the raw text in each example, for end-to-end
-            evaluation of the exported model and skew checks.
+        raw_text_splits: The splits whose records also keep their raw
+            text, which end-to-end evaluation of the exported model
+            (``doctags evaluate``, skew checks) reads. Training reads only
+            the cleaned text, and the raw corpus is still where it was, so
+            by default the train split does not keep a second copy of it:
+            that copy was half of the bytes the job compressed and wrote.
+            ``[train, validation, test]`` keeps it everywhere (``doctags
+            evaluate --split train``, bench/quality.py's baselines), ``[]``
+            nowhere. Replaces ``keep_raw_text`` (true: every split; false:
+            none), which older configs may still hold.
         compression_level: gzip level of the TFRecords, 1 (fastest) to 9
             (smallest); 1-3 are ISA-L's levels (several times faster than
             zlib), 4-9 zlib's. Level 1 writes ~4x faster than zlib's default
@@ -189,7 +198,7 @@ class PreprocessConfig:
     min_count: int = 2
     vocab_shards: int = 16
     num_shards: int = 2
-    keep_raw_text: bool = True
+    raw_text_splits: tuple[str, ...] = ("validation", "test")
     compression_level: int = 1
     dedupe: bool = False
     encode_threads: int = 2
@@ -683,6 +692,12 @@ def _validate(cfg: Config) -> None:
     )
     _check(p.num_shards >= 0, "preprocess.num_shards", "must be 0 (runner decides) or more")
     _check(
+        set(p.raw_text_splits) <= set(SPLITS)
+        and len(set(p.raw_text_splits)) == len(p.raw_text_splits),
+        "preprocess.raw_text_splits",
+        f"must list distinct splits among {list(SPLITS)}, got {list(p.raw_text_splits)}",
+    )
+    _check(
         1 <= p.compression_level <= 9,
         "preprocess.compression_level",
         f"must be a zlib level from 1 to 9, got {p.compression_level}",
@@ -814,6 +829,29 @@ def _resolve_paths(cfg: Config, base_dir: str) -> Config:
     return dataclasses.replace(cfg, data=data, output_dir=absolute(cfg.output_dir))
 
 
+def _renamed_keys(raw: dict) -> dict:
+    """``raw`` with keys of older configs under their current names.
+
+    Configs saved beside older runs and models hold
+    ``preprocess.keep_raw_text`` (true: every split keeps its raw text;
+    false: none), which ``preprocess.raw_text_splits`` replaced; they still
+    load, with the same meaning.
+    """
+    pre = raw.get("preprocess")
+    if not isinstance(pre, dict) or "keep_raw_text" not in pre:
+        return raw
+    if "raw_text_splits" in pre:
+        raise ConfigError(
+            "preprocess.keep_raw_text: replaced by preprocess.raw_text_splits; set only that one"
+        )
+    keep = pre["keep_raw_text"]
+    if not isinstance(keep, bool):
+        raise ConfigError(f"preprocess.keep_raw_text: expected true or false, got {keep!r}")
+    pre = {k: v for k, v in pre.items() if k != "keep_raw_text"}
+    pre["raw_text_splits"] = list(SPLITS) if keep else []
+    return {**raw, "preprocess": pre}
+
+
 def config_from_dict(raw: dict, base_dir: str = ".", check_inputs: bool = True) -> Config:
     """Builds and validates a Config from a plain mapping.
 
@@ -831,7 +869,7 @@ def config_from_dict(raw: dict, base_dir: str = ".", check_inputs: bool = True) 
     """
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a YAML mapping at the top level")
-    cfg = _resolve_paths(_build(Config, raw, ""), base_dir)
+    cfg = _resolve_paths(_build(Config, _renamed_keys(raw), ""), base_dir)
     _validate(cfg)
     if check_inputs:
         for pattern in cfg.data.input_pattern:

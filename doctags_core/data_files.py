@@ -209,8 +209,8 @@ def split_batches(data_dir: str, split: str, batch_size: int = 1024):
 
     Raises:
         FileNotFoundError: when the split has no shard.
-        ValueError: when the records were written without their raw text
-            (``preprocess.keep_raw_text: false``).
+        DataError: when the split's records were written without their
+            raw text (a split not in ``preprocess.raw_text_splits``).
     """
     import tensorflow as tf
 
@@ -219,8 +219,11 @@ def split_batches(data_dir: str, split: str, batch_size: int = 1024):
     batches = dataset.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec))
     for batch in iterate_and_release(batches):
         texts = [x.decode("utf-8") for x in batch[schema.TEXT].numpy()]
-        if texts and not any(texts):
-            raise ValueError(f"{data_dir}: the records hold no raw text (preprocess.keep_raw_text)")
+        if not all(texts):  # a document's raw text is never empty (missing_text)
+            raise DataError(
+                f"{data_dir}: the {split} records hold no raw text; preprocess again with "
+                f"{split} in preprocess.raw_text_splits"
+            )
         ids = [x.decode("utf-8") for x in batch[schema.ID].numpy()]
         labels = [[lb.decode("utf-8") for lb in row] for row in batch[schema.LABELS].to_list()]
         yield ids, texts, labels
@@ -231,8 +234,8 @@ def read_split(data_dir: str, split: str) -> tuple[list[str], list[str], list[li
 
     Raises:
         FileNotFoundError: when the split has no shard.
-        ValueError: when the records were written without their raw text
-            (``preprocess.keep_raw_text: false``).
+        DataError: when the split's records were written without their
+            raw text (a split not in ``preprocess.raw_text_splits``).
     """
     ids, texts, labels = [], [], []
     for batch_ids, batch_texts, batch_labels in split_batches(data_dir, split):

@@ -123,12 +123,18 @@ def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
         train = np.array([i % 3 != 0 for i in range(len(part))])
         labels = [label for d in part for label in d["labels"]]
         label_splits = np.cumsum([0] + [len(d["labels"]) for d in part])
-        out = enc([d["id"] for d in part], [d["text"] for d in part], labels, label_splits, train)
-        values, splits = (t.numpy() for t in cleaner(tf.constant([d["text"] for d in part])))
+        # The first batch keeps every raw text (the call's default), the second
+        # only those of every other document (preprocess.raw_text_splits).
+        keep = None if lo == 0 else np.arange(len(part)) % 2 == 0
+        texts = [d["text"] for d in part]
+        out = enc([d["id"] for d in part], texts, labels, label_splits, train, keep)
+        values, splits = (t.numpy() for t in cleaner(tf.constant(texts)))
         assert (splits == out.token_splits).all()
         for i, d in enumerate(part):
             tokens = list(values[splits[i] : splits[i + 1]])
-            want = schema.make_example(d["id"], tokens, d["labels"], d["text"])
+            raw = d["text"] if keep is None or keep[i] else ""
+            want = schema.make_example(d["id"], tokens, d["labels"], raw)
+            assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
             assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
             if train[i]:
                 _add_plain_counts(want_counts, tokens)

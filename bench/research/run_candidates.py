@@ -96,6 +96,7 @@ def prep(corpus: str) -> None:
         "data.input_pattern": pattern,
         "data.split_field": split_field,
         "name": corpus,
+        "preprocess.raw_text_splits": ["train", "validation", "test"],  # baselines read train
     }
     args = ["preprocess", "--config", os.path.join(REPO, "configs/reuters.yaml")]
     for key, value in sets.items():
