@@ -338,8 +338,8 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def doctags_row(args, n: int, pattern: str, mode: str) -> dict:
-    """One measured `doctags preprocess` run in ``mode``."""
+def doctags_row(args, n: int, pattern: str, mode: str, sets: list[str]) -> dict:
+    """One measured `doctags preprocess` run in ``mode`` with the ``--set`` overrides ``sets``."""
     workers = 1 if mode == "in_memory" else args.workers
     config = write_config(args.workdir, n, pattern, mode, workers, args.batch_size)
     cmd = [
@@ -347,7 +347,7 @@ def doctags_row(args, n: int, pattern: str, mode: str) -> dict:
         "preprocess",
         "--config",
         config,
-        *[arg for pair in args.set for arg in ("--set", pair)],
+        *[arg for pair in sets for arg in ("--set", pair)],
         "--",
         "--runner=DirectRunner",
     ]
@@ -365,7 +365,7 @@ def doctags_row(args, n: int, pattern: str, mode: str) -> dict:
     return {
         "documents": n,
         "system": f"doctags ({mode}, {workers} worker{'s' * (workers > 1)})"
-        + "".join(f", {pair}" for pair in args.set),
+        + "".join(f", {pair}" for pair in sets),
         "seconds": wall,
         "cpu_seconds": cpu,
         "docs_per_s": n / wall,
@@ -484,6 +484,15 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="config override for the doctags runs (doctags preprocess --set)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[;KEY=VALUE]",
+        help="also measure doctags with these overrides (on top of --set), in the same run, "
+        "before the default row; for example preprocess.duplicate_ids=keep, the pass "
+        "tf.Transform's job does not do",
+    )
     parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
 
@@ -502,8 +511,10 @@ def main() -> int:
     for n in args.documents:
         pattern = ensure_corpus(args.workdir, n, args.seed)
         for mode in args.modes.split(","):
-            rows.append(doctags_row(args, n, pattern, mode))
-            print(json.dumps(rows[-1]), flush=True)
+            # The default row last: tf.Transform's vocabulary check reads its output.
+            for sets in [[*args.set, *v.split(";")] for v in args.variant] + [args.set]:
+                rows.append(doctags_row(args, n, pattern, mode, sets))
+                print(json.dumps(rows[-1]), flush=True)
         if not args.skip_seeds:
             rows.append(seeds_row(n, pattern))
             print(json.dumps(rows[-1]), flush=True)
