@@ -110,7 +110,7 @@ def train_first(docs: list[Document], cfg: DataConfig) -> tuple[list[Document], 
 
 
 def encode_batch(
-    docs: list[Document], splits: list[str], encoder, raw_text_splits=SPLITS
+    docs: list[Document], splits: list[str], encoder, raw_text_splits: tuple[str, ...]
 ) -> DocBatch:
     """Runs the batch through the TF graph.
 

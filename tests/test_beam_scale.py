@@ -135,7 +135,6 @@ def test_encoder_matches_make_example_and_counts_train_tokens_exactly():
             raw = d["text"] if keep is None or keep[i] else ""
             want = schema.make_example(d["id"], tokens, d["labels"], raw)
             assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
-            assert tf.train.Example.FromString(out.examples[i]) == tf.train.Example.FromString(want)
             if train[i]:
                 _add_plain_counts(want_counts, tokens)
     got, counts = _drained(enc)
