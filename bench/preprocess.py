@@ -381,6 +381,16 @@ def doctags_row(args, n: int, pattern: str, mode: str, sets: list[str]) -> dict:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median CPU seconds (the lower one of an even count), with every run's CPU.
+
+    A real run, not an average of runs, so that its wall time, CPU and
+    peak RSS belong together; ``cpu_runs`` keeps the spread visible.
+    """
+    ordered = sorted(runs, key=lambda r: r["cpu_seconds"])
+    return {**ordered[(len(ordered) - 1) // 2], "cpu_runs": [r["cpu_seconds"] for r in runs]}
+
+
 def seeds_row(n: int, pattern: str) -> dict:
     """The seeds' per-document cleaning on the same corpus, measured."""
     before = load()
@@ -402,14 +412,21 @@ def seeds_row(n: int, pattern: str) -> dict:
     }
 
 
+def each_run(row: dict) -> str:
+    """``110/96/142``: the CPU seconds of each run behind a repeated row, else ``-``."""
+    cpu = row.get("cpu_runs", [])
+    return "/".join(f"{c:.0f}" for c in cpu) if len(cpu) > 1 else "-"
+
+
 def print_report(rows: list[dict], checks: list[dict]) -> None:
     """The table, the runner logs and the tf.Transform checks."""
     print()
     print(
         "| documents | system | wall s | documents/s | vs seeds | CPU s | docs per CPU-s "
-        "| vs tf.Transform (per CPU-s) | peak RSS MiB | load avg before -> after |"
+        "| vs tf.Transform (per CPU-s) | peak RSS MiB | load avg before -> after "
+        "| CPU s of each run |"
     )
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 
     def peer(row, prefix):
         same = [r for r in rows if r["documents"] == row["documents"]]
@@ -423,7 +440,8 @@ def print_report(rows: list[dict], checks: list[dict]) -> None:
         print(
             f"| {row['documents']:,} | {row['system']} | {row['seconds']:.1f} | "
             f"{row['docs_per_s']:,.0f} | {vs_seeds} | {row['cpu_seconds']:.0f} | "
-            f"{per_cpu:,.0f} | {vs_tft} | {row['peak_rss_mib']:,.0f} | {row['load']} |"
+            f"{per_cpu:,.0f} | {vs_tft} | {row['peak_rss_mib']:,.0f} | {row['load']} | "
+            + f"{each_run(row)} |"
         )
     for row in rows:
         if row.get("runner_log"):
@@ -493,6 +511,14 @@ def main() -> int:
         "before the default row; for example preprocess.duplicate_ids=keep, the pass "
         "tf.Transform's job does not do",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs of each doctags row, alternating between the rows; the row shows the run "
+        "of median CPU seconds and lists every run's (this machine drifts by ~20%% from run "
+        "to run)",
+    )
     parser.add_argument("--seeds-baseline", help=argparse.SUPPRESS)  # child process mode
     args = parser.parse_args()
 
@@ -512,9 +538,13 @@ def main() -> int:
         pattern = ensure_corpus(args.workdir, n, args.seed)
         for mode in args.modes.split(","):
             # The default row last: tf.Transform's vocabulary check reads its output.
-            for sets in [[*args.set, *v.split(";")] for v in args.variant] + [args.set]:
-                rows.append(doctags_row(args, n, pattern, mode, sets))
-                print(json.dumps(rows[-1]), flush=True)
+            configs = [[*args.set, *v.split(";")] for v in args.variant] + [args.set]
+            runs: list[list[dict]] = [[] for _ in configs]
+            for _ in range(max(1, args.repeats)):
+                for runs_of_config, sets in zip(runs, configs):
+                    runs_of_config.append(doctags_row(args, n, pattern, mode, sets))
+                    print(json.dumps(runs_of_config[-1]), flush=True)
+            rows += [median_run(runs_of_config) for runs_of_config in runs]
         if not args.skip_seeds:
             rows.append(seeds_row(n, pattern))
             print(json.dumps(rows[-1]), flush=True)
