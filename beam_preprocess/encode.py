@@ -22,6 +22,7 @@ parser has already dead-lettered every record that is not valid UTF-8.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -248,6 +249,94 @@ def _serialize_examples(tf, table, short, singles, labels):
     return tf.strings.join(pieces)
 
 
+@functools.cache
+def _encode_function(steps: tuple[str, ...], keep_raw_text: bool, parts: int):
+    """The traced per-batch graph of `BatchEncoder`, one per process and settings.
+
+    Every encoder of a worker (one per ``preprocess.encode_threads``) calls
+    the same function: the count table is an input, not a capture, so
+    nothing in the graph belongs to one encoder. Tracing and optimizing the
+    graph costs ~0.8 CPU-s, paid once per process instead of once per
+    encoder; TensorFlow runs a traced function from several threads at once.
+    """
+    from doctags_core.cleaning import clean_text, tokenize
+    from doctags_core.tf_runtime import import_tensorflow
+
+    tf = import_tensorflow()
+    table = tf.constant([bytes([i]) for i in range(256)])
+    short = tf.constant([_TAG1 + bytes([i]) for i in range(128)])
+    no_counts = tf.zeros([2], tf.int64)
+
+    # autograph=False: the graph is plain TF ops (Python loops only unroll
+    # the fixed cleaning steps), and skipping the source rewrite saves
+    # seconds of start-up on every worker.
+    @tf.function(
+        autograph=False,
+        input_signature=[
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.bool),
+            tf.TensorSpec([None], tf.bool),
+            tf.TensorSpec([], tf.resource),
+        ],
+    )
+    def encode(ids, texts, label_values, label_splits, is_train, keep_text, totals):
+        # Independent parts of the batch: TF's inter-op pool runs their
+        # ops concurrently (the string kernels are single-threaded).
+        n = tf.shape(ids, out_type=tf.int64)[0]
+        cuts = [n * i // parts for i in range(parts + 1)]
+        outs = []
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            l_lo, l_hi = label_splits[lo], label_splits[hi]
+            outs.append(
+                encode_part(
+                    ids[lo:hi],
+                    texts[lo:hi],
+                    label_values[l_lo:l_hi],
+                    label_splits[lo : hi + 1] - l_lo,
+                    is_train[lo:hi],
+                    keep_text[lo:hi],
+                )
+            )
+        splits = [outs[0][0]]
+        for out in outs[1:]:
+            splits.append(out[0][1:] + splits[-1][-1])
+        examples = tf.concat([out[1] for out in outs], 0)
+
+        # In program order (automatic control dependencies on the table):
+        # cheaper than merging the parts' distinct tokens first.
+        for _, _, distinct, occurrences, documents in outs:
+            added = tf.stack([occurrences, documents], axis=1)
+            before = tf.raw_ops.LookupTableFindV2(
+                table_handle=totals, keys=distinct, default_value=no_counts
+            )
+            tf.raw_ops.LookupTableInsertV2(
+                table_handle=totals, keys=distinct, values=before + added
+            )
+        return tf.concat(splits, 0), examples
+
+    def encode_part(ids, texts, label_values, label_splits, is_train, keep_text):
+        n = tf.shape(ids, out_type=tf.int64)[0]
+        cleaned = clean_text(texts, steps, assume_valid_utf8=True)
+        tokens = tokenize(cleaned)  # the trainer's TextVectorization splits the same way
+        values, splits = tokens.values, tokens.row_splits
+        singles = [(schema.ID, ids), (schema.CLEAN_TEXT, cleaned)]
+        if keep_raw_text:
+            singles.append((schema.TEXT, tf.where(keep_text, texts, "")))
+        examples = _serialize_examples(tf, table, short, singles, (label_values, label_splits))
+
+        # Train-split counts: distinct tokens, occurrences, documents.
+        train_values, train_docs = _train_tokens(tf, values, splits, is_train)
+        distinct, index, occurrences = tf.unique_with_counts(train_values, out_idx=tf.int64)
+        size = tf.shape(distinct, out_type=tf.int64)[0]
+        documents = _document_counts(tf, train_docs, index, size, n)
+        return splits, examples, distinct, occurrences, documents
+
+    return encode
+
+
 class BatchEncoder:
     """The traced per-batch graph plus the bundle's token-count table.
 
@@ -283,87 +372,10 @@ class BatchEncoder:
     def __init__(self, steps, keep_raw_text: bool, vocab_shards: int, parts: int = 2):
         from doctags_core.tf_runtime import import_tensorflow
 
-        tf = import_tensorflow()
-        parts = max(1, parts)
-
-        from doctags_core.cleaning import clean_text, tokenize
-
-        self._tf = tf
-        steps = tuple(steps)
-        table = tf.constant([bytes([i]) for i in range(256)])
-        short = tf.constant([_TAG1 + bytes([i]) for i in range(128)])
+        self._tf = import_tensorflow()
         self._vocab_shards = vocab_shards
         self._table = self._new_table()
-        no_counts = tf.zeros([2], tf.int64)
-
-        # autograph=False: the graph is plain TF ops (Python loops only unroll
-        # the fixed cleaning steps), and skipping the source rewrite saves
-        # seconds of start-up on every worker.
-        @tf.function(
-            autograph=False,
-            input_signature=[
-                tf.TensorSpec([None], tf.string),
-                tf.TensorSpec([None], tf.string),
-                tf.TensorSpec([None], tf.string),
-                tf.TensorSpec([None], tf.int64),
-                tf.TensorSpec([None], tf.bool),
-                tf.TensorSpec([None], tf.bool),
-                tf.TensorSpec([], tf.resource),
-            ],
-        )
-        def encode(ids, texts, label_values, label_splits, is_train, keep_text, totals):
-            # Independent parts of the batch: TF's inter-op pool runs their
-            # ops concurrently (the string kernels are single-threaded).
-            n = tf.shape(ids, out_type=tf.int64)[0]
-            cuts = [n * i // parts for i in range(parts + 1)]
-            outs = []
-            for lo, hi in zip(cuts[:-1], cuts[1:]):
-                l_lo, l_hi = label_splits[lo], label_splits[hi]
-                outs.append(
-                    encode_part(
-                        ids[lo:hi],
-                        texts[lo:hi],
-                        label_values[l_lo:l_hi],
-                        label_splits[lo : hi + 1] - l_lo,
-                        is_train[lo:hi],
-                        keep_text[lo:hi],
-                    )
-                )
-            splits = [outs[0][0]]
-            for out in outs[1:]:
-                splits.append(out[0][1:] + splits[-1][-1])
-            examples = tf.concat([out[1] for out in outs], 0)
-
-            # In program order (automatic control dependencies on the table):
-            # cheaper than merging the parts' distinct tokens first.
-            for _, _, distinct, occurrences, documents in outs:
-                added = tf.stack([occurrences, documents], axis=1)
-                before = tf.raw_ops.LookupTableFindV2(
-                    table_handle=totals, keys=distinct, default_value=no_counts
-                )
-                tf.raw_ops.LookupTableInsertV2(
-                    table_handle=totals, keys=distinct, values=before + added
-                )
-            return tf.concat(splits, 0), examples
-
-        def encode_part(ids, texts, label_values, label_splits, is_train, keep_text):
-            n = tf.shape(ids, out_type=tf.int64)[0]
-            cleaned = clean_text(texts, steps, assume_valid_utf8=True)
-            tokens = tokenize(cleaned)  # the trainer's TextVectorization splits the same way
-            values, splits = tokens.values, tokens.row_splits
-            singles = [(schema.ID, ids), (schema.CLEAN_TEXT, cleaned)]
-            if keep_raw_text:
-                singles.append((schema.TEXT, tf.where(keep_text, texts, "")))
-            examples = _serialize_examples(tf, table, short, singles, (label_values, label_splits))
-
-            # Train-split counts: distinct tokens, occurrences, documents.
-            train_values, train_docs = _train_tokens(tf, values, splits, is_train)
-            distinct, index, occurrences = tf.unique_with_counts(train_values, out_idx=tf.int64)
-            size = tf.shape(distinct, out_type=tf.int64)[0]
-            documents = _document_counts(tf, train_docs, index, size, n)
-            return splits, examples, distinct, occurrences, documents
-
-        self._encode = encode
+        self._encode = _encode_function(tuple(steps), bool(keep_raw_text), max(1, parts))
 
     def __call__(
         self, ids, texts, label_values, label_splits, is_train, keep_text=None

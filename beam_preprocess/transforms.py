@@ -313,8 +313,9 @@ class _EncodeBatch(beam.DoFn):
     TensorFlow releases the GIL while a graph runs, so while this thread
     hands finished batches on to the fused steps after it (routing, framing,
     statistics) and reads and parses the next ones, ``encode_threads``
-    batches are encoded at once, each by its own `BatchEncoder` (own graph,
-    own count table): Python and TF work overlap on every core. Output order
+    batches are encoded at once, each by its own `BatchEncoder` (own count
+    table, one traced graph for all): Python and TF work overlap on every
+    core. Output order
     does not matter downstream; the batches still in flight are emitted when
     the bundle finishes.
     """

@@ -197,6 +197,47 @@ def test_token_counts_stay_right_over_many_bundles():
         assert got[f"w{bundle}x7".encode()] == [1, 1]
 
 
+def _encode_all(enc, batches: list) -> list:
+    """Each batch's serialized Examples, encoded by ``enc`` (every document a train one)."""
+    out = []
+    for part in batches:
+        labels = [label for d in part for label in d["labels"]]
+        label_splits = np.cumsum([0] + [len(d["labels"]) for d in part])
+        ids, texts = [d["id"] for d in part], [d["text"] for d in part]
+        out.append(
+            enc(ids, texts, labels, label_splits, np.ones(len(part), bool)).examples.tolist()
+        )
+    return out
+
+
+def test_encoders_share_one_traced_graph_and_keep_their_own_counts():
+    """The encode threads' encoders call one graph, traced once per process, at the same time.
+
+    Each keeps its own count table (an input of the graph), so two
+    encoders on two threads must give the Examples of one encoder alone,
+    and their drained counts must add up to its counts.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    steps = list(CLEANING_STEPS)
+    ref, a, b = (make_batch_encoder(steps, keep_raw_text=False, vocab_shards=4) for _ in range(3))
+    assert a._encode is b._encode is ref._encode
+    assert make_batch_encoder(steps, keep_raw_text=True, vocab_shards=4)._encode is not a._encode
+    docs = reuters_records(96, 0)
+    batches = [docs[i : i + 8] for i in range(0, len(docs), 8)]
+    want = _encode_all(ref, batches)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        halves = pool.map(_encode_all, (a, b), (batches[0::2], batches[1::2]))
+        got_a, got_b = list(halves)
+    assert got_a == want[0::2] and got_b == want[1::2]
+    both = defaultdict(lambda: [0, 0])
+    for enc in (a, b):
+        for token, (n, df) in _drained(enc)[0].items():
+            both[token][0] += n
+            both[token][1] += df
+    assert dict(both) == _drained(ref)[0]
+
+
 def _run_in_fresh_python(script: str) -> None:
     """Runs ``script`` in a new interpreter (no TensorFlow imported yet); it prints ok."""
     out = subprocess.run(
@@ -465,7 +506,7 @@ def test_every_input_format_gives_the_same_output(tmp_path):
 
 
 def test_encode_threads_do_not_change_the_output(tmp_path):
-    """Batches encoded concurrently (own graphs and count tables) == one thread, two parts."""
+    """Batches encoded concurrently (one graph, own count tables) == one thread, two parts."""
     spec = synth.SynthSpec(documents=240, labels=30, documents_per_shard=80, seed=6)
     corpus = tmp_path / "corpus"
     synth.write_corpus(spec, str(corpus), "jsonl")
