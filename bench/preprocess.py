@@ -28,6 +28,10 @@ Each runs in its own process; peak RSS is the sum over its process tree
 table with throughput ratios against the seeds (documents/s) and against
 tf.Transform (documents per CPU-second). The machine load average is
 printed too: on a shared machine, compare rows of the same run only.
+``--repeats N`` runs each doctags row N times, alternating between the
+rows, and shows the run of median CPU seconds beside every run's: the
+same 1M job has taken anywhere from 96 to 147 CPU-s on the 2-core
+development machine.
 
 Runners: ``doctags preprocess`` is run as shipped, ``--runner=DirectRunner``
 (in Beam 2.77 the SwitchingDirectRunner: it tries the Prism runner, which
