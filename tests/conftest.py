@@ -13,6 +13,18 @@ REUTERS = os.path.join(REPO, "data", "reuters21578", "reuters21578-modapte.jsonl
 sys.path.insert(0, REPO)
 
 
+def bench_module(name: str):
+    """``bench/<name>.py`` loaded as a module (the bench scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", os.path.join(REPO, "bench", f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def reuters_records(limit_train=None, limit_test=None):
     """Real Reuters records, optionally the first N of each split."""
     out, seen = [], {"train": 0, "test": 0}

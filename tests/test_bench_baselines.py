@@ -5,7 +5,6 @@ scikit-learn 1.9.1's OneVsRestClassifier fit columns to the wrong labels
 once there are more than 127 of them. The corpus here has > 200 labels.
 """
 
-import importlib.util
 import os
 import tempfile
 import warnings
@@ -21,17 +20,11 @@ from sklearn.svm import LinearSVC
 from doctags_core.labels import multi_hot
 from doctags_core.splits import assign_split
 from doctags_core.synth import SynthSpec, generate_shard
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import bench_module
 
 
 def _quality():
-    spec = importlib.util.spec_from_file_location(
-        "bench_quality", os.path.join(REPO, "bench", "quality.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("quality")
 
 
 @pytest.fixture(scope="module")

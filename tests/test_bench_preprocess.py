@@ -1,18 +1,10 @@
 """bench/preprocess.py's repeated rows: the median run is a real run, every run's CPU is kept."""
 
-import importlib.util
-import os
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import bench_module
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_preprocess", os.path.join(REPO, "bench", "preprocess.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("preprocess")
 
 
 def _run(cpu: float, wall: float) -> dict:
