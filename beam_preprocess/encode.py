@@ -338,7 +338,7 @@ def _encode_function(steps: tuple[str, ...], keep_raw_text: bool, parts: int):
 
 
 class BatchEncoder:
-    """The traced per-batch graph plus the bundle's token-count table.
+    """The per-batch graph (`_encode_function`, shared) plus this encoder's token-count table.
 
     Calling it encodes a batch and adds the batch's train-token counts to a
     TF hash table of ``[occurrences, documents]`` (a vectorised lookup and

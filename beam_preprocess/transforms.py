@@ -315,9 +315,8 @@ class _EncodeBatch(beam.DoFn):
     statistics) and reads and parses the next ones, ``encode_threads``
     batches are encoded at once, each by its own `BatchEncoder` (own count
     table, one traced graph for all): Python and TF work overlap on every
-    core. Output order
-    does not matter downstream; the batches still in flight are emitted when
-    the bundle finishes.
+    core. Output order does not matter downstream; the batches still in
+    flight are emitted when the bundle finishes.
     """
 
     def __init__(self, steps, cfg: DataConfig, preprocess: PreprocessConfig):

@@ -30,7 +30,7 @@ tf.Transform (documents per CPU-second). The machine load average is
 printed too: on a shared machine, compare rows of the same run only.
 ``--repeats N`` runs each doctags row N times, alternating between the
 rows, and shows the run of median CPU seconds beside every run's: the
-same 1M job has taken anywhere from 96 to 147 CPU-s on the 2-core
+same 1M job has taken anywhere from 96 to 156 CPU-s on the 2-core
 development machine.
 
 Runners: ``doctags preprocess`` is run as shipped, ``--runner=DirectRunner``
@@ -445,7 +445,7 @@ def print_report(rows: list[dict], checks: list[dict]) -> None:
             f"| {row['documents']:,} | {row['system']} | {row['seconds']:.1f} | "
             f"{row['docs_per_s']:,.0f} | {vs_seeds} | {row['cpu_seconds']:.0f} | "
             f"{per_cpu:,.0f} | {vs_tft} | {row['peak_rss_mib']:,.0f} | {row['load']} | "
-            + f"{each_run(row)} |"
+            f"{each_run(row)} |"
         )
     for row in rows:
         if row.get("runner_log"):
